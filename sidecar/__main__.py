@@ -1,0 +1,5 @@
+"""``python -m sidecar`` → the CLI."""
+
+from sidecar.cli import main
+
+raise SystemExit(main())

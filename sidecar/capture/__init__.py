@@ -1,0 +1,1 @@
+"""flashduty-sidecar."""
