@@ -343,6 +343,13 @@ class Config(_Model):
     rule_files: list[RuleFileConfig] = Field(default_factory=list)
     webhook: WebhookConfig = WebhookConfig()
 
+    @field_validator("rule_files", mode="before")
+    @classmethod
+    def _rule_file_strings(cls, v: object) -> object:
+        if isinstance(v, list):
+            return [{"path": item} if isinstance(item, str) else item for item in v]
+        return v
+
     def datasource(self, name: str) -> DatasourceConfig:
         for ds in self.datasources:
             if ds.name == name:
