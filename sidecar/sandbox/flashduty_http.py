@@ -93,3 +93,16 @@ class RedactingAccessLogger(AbstractAccessLogger):
         self.logger.info(
             "%s %s %d %.1fms", request.method, request.path, response.status, time * 1000.0
         )
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The JSON object body of an API call: ``InvalidContentType`` unless application/json."""
+    if request.content_type != "application/json":
+        raise ApiError(400, "InvalidContentType", "Content-Type must be application/json")
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise invalid_parameter("request body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise invalid_parameter("request body must be a JSON object")
+    return body
