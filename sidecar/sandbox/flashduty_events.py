@@ -144,9 +144,7 @@ def _images(value: Any, is_known_image: Callable[[str], bool], warnings: list[st
     return list(by_alt.values())
 
 
-def _image(
-    index: int, item: Any, is_known_image: Callable[[str], bool], warnings: list[str]
-) -> ImageRef | None:
+def _image(index: int, item: Any, is_known_image: Callable[[str], bool], warnings: list[str]) -> ImageRef | None:
     if not isinstance(item, dict):
         raise invalid_parameter(f"images[{index}] must be an object")
     src, alt, href = (_image_field(item, index, name) for name in ("src", "alt", "href"))

@@ -25,9 +25,7 @@ log = logging.getLogger("sidecar.sandbox.flashduty")
 class ApiError(Exception):
     """A Flashduty error: HTTP status, ``error.code`` and ``error.message``."""
 
-    def __init__(
-        self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
@@ -43,9 +41,7 @@ def new_request_id() -> str:
     return secrets.token_hex(16)
 
 
-def envelope(
-    body: Mapping[str, Any], *, status: int = 200, headers: Mapping[str, str] | None = None
-) -> web.Response:
+def envelope(body: Mapping[str, Any], *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     request_id = new_request_id()
     response = web.json_response({"request_id": request_id, **body}, status=status, headers=headers)
     response.headers[REQUEST_ID_HEADER] = request_id
@@ -90,9 +86,7 @@ class RedactingAccessLogger(AbstractAccessLogger):
     """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            "%s %s %d %.1fms", request.method, request.path, response.status, time * 1000.0
-        )
+        self.logger.info("%s %s %d %.1fms", request.method, request.path, response.status, time * 1000.0)
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

@@ -56,7 +56,7 @@ async def read_image_field(request: web.Request) -> bytes:
         raise missing
     try:
         reader = await request.multipart()
-        async for part in reader:
+        while (part := await reader.next()) is not None:
             if isinstance(part, BodyPartReader) and part.name == "image" and part.filename:
                 return await _read_capped(part)
             await part.release()

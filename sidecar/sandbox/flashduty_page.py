@@ -63,10 +63,12 @@ ol.timeline li{margin:3px 0}.empty{color:#646a73;text-align:center;padding:48px}
 <span class="meta">{{ a.event_cnt }} event{{ "" if a.event_cnt == 1 else "s" }}</span></div>
 <div class="meta">started {{ a.start }} &middot; last {{ a.last }}{% if a.end %} &middot; ended {{ a.end }}{% endif %}
 &middot; {{ a.integration }} &middot; alert_id {{ a.alert_id }} &middot; key {{ a.alert_key }}</div>
-{% if a.labels %}<div class="chips">{% for k, v in a.labels %}<span class="chip">{{ k }}={{ v }}</span>{% endfor %}</div>{% endif %}
+{% if a.labels %}<div class="chips">{% for k, v in a.labels %}
+<span class="chip">{{ k }}={{ v }}</span>{% endfor %}</div>{% endif %}
 {% if a.description %}<div class="desc">{{ a.description }}</div>{% endif %}
 {% if a.images %}<div class="images">{% for img in a.images %}<figure>
-{% if img.href %}<a href="{{ img.href }}" rel="noopener noreferrer">{% endif %}<img src="{{ img.url }}" alt="{{ img.alt }}" loading="lazy">{% if img.href %}</a>{% endif %}
+{% if img.href %}<a href="{{ img.href }}" rel="noopener noreferrer">{% endif %}
+<img src="{{ img.url }}" alt="{{ img.alt }}" loading="lazy">{% if img.href %}</a>{% endif %}
 <figcaption>{{ img.alt or "(no alt)" }}</figcaption></figure>{% endfor %}</div>{% endif %}
 <details><summary>Timeline ({{ a.events|length }})</summary><ol class="timeline">
 {% for e in a.events %}<li><span class="badge {{ e.status }}">{{ e.status }}</span>{{ e.time }} &middot; {{ e.title }}

@@ -113,9 +113,7 @@ def parse_query(body: Mapping[str, Any]) -> AlertQuery:
 
 
 def run_query(alerts: Iterable[Alert], query: AlertQuery) -> dict[str, Any]:
-    matching = sorted(
-        (alert for alert in alerts if query.matches(alert)), key=query.sort_key, reverse=not query.asc
-    )
+    matching = sorted((alert for alert in alerts if query.matches(alert)), key=query.sort_key, reverse=not query.asc)
     if query.after is not None:
         after = query.after
         remaining = [a for a in matching if (query.sort_key(a) > after if query.asc else query.sort_key(a) < after)]
@@ -194,9 +192,7 @@ def _set(body: Mapping[str, Any], name: str, kind: type[T]) -> frozenset[T] | No
     value = body.get(name)
     if value is None:
         return None
-    if not isinstance(value, list) or not all(
-        isinstance(item, kind) and not isinstance(item, bool) for item in value
-    ):
+    if not isinstance(value, list) or not all(isinstance(item, kind) and not isinstance(item, bool) for item in value):
         raise invalid_parameter(f"{name} must be an array of {kind.__name__}")
     return frozenset(value) if value else None
 

@@ -247,9 +247,7 @@ class GrafanaSandbox:
         self.dashboards = builtin_dashboards(query_delay)
         self.rules = {r.uid: r for r in BUILTIN_RULES}
         self.renders: list[dict[str, Any]] = []
-        self._firing: dict[str, dict[tuple[tuple[str, str], ...], _Instance]] = {
-            uid: {} for uid in self.rules
-        }
+        self._firing: dict[str, dict[tuple[tuple[str, str], ...], _Instance]] = {uid: {} for uid in self.rules}
 
     # ----------------------------------------------------------------- switchable state
 
@@ -405,9 +403,7 @@ class GrafanaSandbox:
             await _hang(request)
             return web.json_response({"message": "sandbox shutting down"}, status=503)
         await asyncio.sleep(max(self._delay(p, q) for p, q in zip(panels, queries, strict=True)))
-        results = {
-            str(q.get("refId", "A")): self._result(p, q, window) for p, q in zip(panels, queries, strict=True)
-        }
+        results = {str(q.get("refId", "A")): self._result(p, q, window) for p, q in zip(panels, queries, strict=True)}
         failed = any("error" in r for r in results.values())
         return web.json_response({"results": results}, status=400 if failed else 200)
 
@@ -427,7 +423,7 @@ class GrafanaSandbox:
         if panel is None:
             return {"error": "sandbox: unknown dashboardUid/panelId", "status": 400}
         if panel.behaviour == "error":
-            message = "Post \"http://prometheus:9090/api/v1/query_range\": dial tcp: connection refused"
+            message = 'Post "http://prometheus:9090/api/v1/query_range": dial tcp: connection refused'
             return {"error": message, "errorSource": "downstream", "status": 500}
         if panel.behaviour == "empty":
             return {"status": 200, "frames": []}

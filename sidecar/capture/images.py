@@ -1,0 +1,87 @@
+"""Encode a PNG screenshot as PNG, JPEG or WebP, never larger than a byte cap (default 5 MB).
+
+Flashduty (and most chat clients) reject big pictures, so the cap is a hard limit: for JPEG and
+WebP the quality steps down first, then the picture is downscaled (PNG is only downscaled) until
+it fits. The work is CPU-bound and synchronous; callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+from PIL import Image
+
+__all__ = ["CONTENT_TYPES", "MAX_IMAGE_BYTES", "encode"]
+
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+_MIN_QUALITY = 40  # below this, text in a panel gets unreadable: downscale instead
+_QUALITY_STEP = 15
+_MIN_SIDE = 16
+_OPTIMIZE_MAX_PIXELS = 4_000_000  # PNG optimize is slow on huge pictures; plain zlib above this
+
+
+def encode(
+    png: bytes, fmt: str = "png", quality: int = 85, max_bytes: int = MAX_IMAGE_BYTES
+) -> tuple[bytes, str]:
+    """Return ``(data, content_type)`` for ``png`` re-encoded as ``fmt``, at most ``max_bytes``.
+
+    Raises ``ValueError`` for an unknown format or when even a tiny picture does not fit.
+    """
+    if fmt not in CONTENT_TYPES:
+        raise ValueError(f"unknown image format {fmt!r} (use png, jpeg or webp)")
+    if max_bytes <= 0:
+        raise ValueError("max_bytes must be > 0")
+    with Image.open(io.BytesIO(png)) as opened:
+        opened.load()
+        image = _normalise(opened, fmt)
+    qualities = _qualities(fmt, quality)
+    while True:
+        data = b""
+        for q in qualities:
+            data = _save(image, fmt, q)
+            if len(data) <= max_bytes:
+                return data, CONTENT_TYPES[fmt]
+        if min(image.size) <= _MIN_SIDE:
+            raise ValueError(f"cannot fit a {fmt} picture in {max_bytes} bytes")
+        # bytes grow roughly with the pixel count: aim just under the cap, shrink ≥ 10 % per round
+        ratio = min(0.9, math.sqrt(max_bytes / len(data)) * 0.95)
+        size = (max(_MIN_SIDE, int(image.width * ratio)), max(_MIN_SIDE, int(image.height * ratio)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _normalise(image: Image.Image, fmt: str) -> Image.Image:
+    """JPEG has no alpha: flatten to RGB. WebP/PNG keep RGBA when there is alpha."""
+    if fmt == "jpeg":
+        if image.mode in ("RGBA", "LA", "P"):
+            rgba = image.convert("RGBA")
+            flat = Image.new("RGB", rgba.size, (255, 255, 255))
+            flat.paste(rgba, mask=rgba.getchannel("A"))
+            return flat
+        return image.convert("RGB")
+    if image.mode not in ("RGB", "RGBA"):
+        return image.convert("RGBA" if "A" in image.getbands() or image.mode == "P" else "RGB")
+    return image.copy()
+
+
+def _qualities(fmt: str, quality: int) -> list[int]:
+    if fmt == "png":
+        return [0]
+    start = max(1, min(100, quality))
+    steps = list(range(start, _MIN_QUALITY - 1, -_QUALITY_STEP)) or [start]
+    if steps[-1] > _MIN_QUALITY and start > _MIN_QUALITY:
+        steps.append(_MIN_QUALITY)
+    return steps
+
+
+def _save(image: Image.Image, fmt: str, quality: int) -> bytes:
+    out = io.BytesIO()
+    if fmt == "png":
+        small = image.width * image.height <= _OPTIMIZE_MAX_PIXELS
+        image.save(out, format="PNG", optimize=small, compress_level=9 if small else 6)
+    elif fmt == "jpeg":
+        image.save(out, format="JPEG", quality=quality, optimize=True, progressive=True)
+    else:
+        image.save(out, format="WEBP", quality=quality, method=4)
+    return out.getvalue()
