@@ -19,12 +19,11 @@ CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _MIN_QUALITY = 40  # below this, text in a panel gets unreadable: downscale instead
 _QUALITY_STEP = 15
 _MIN_SIDE = 16
-_OPTIMIZE_MAX_PIXELS = 4_000_000  # PNG optimize is slow on huge pictures; plain zlib above this
+_HOPELESS = 4  # over 4× the cap, stepping quality down cannot fit: skip to downscaling
+_BIG = 4_000_000  # pixels; above this use the faster encoder settings (PNG optimize, WebP method)
 
 
-def encode(
-    png: bytes, fmt: str = "png", quality: int = 85, max_bytes: int = MAX_IMAGE_BYTES
-) -> tuple[bytes, str]:
+def encode(png: bytes, fmt: str = "png", quality: int = 85, max_bytes: int = MAX_IMAGE_BYTES) -> tuple[bytes, str]:
     """Return ``(data, content_type)`` for ``png`` re-encoded as ``fmt``, at most ``max_bytes``.
 
     Raises ``ValueError`` for an unknown format or when even a tiny picture does not fit.
@@ -43,6 +42,8 @@ def encode(
             data = _save(image, fmt, q)
             if len(data) <= max_bytes:
                 return data, CONTENT_TYPES[fmt]
+            if len(data) > _HOPELESS * max_bytes:
+                break  # lower quality alone will not get there: downscale first
         if min(image.size) <= _MIN_SIDE:
             raise ValueError(f"cannot fit a {fmt} picture in {max_bytes} bytes")
         # bytes grow roughly with the pixel count: aim just under the cap, shrink ≥ 10 % per round
@@ -78,10 +79,11 @@ def _qualities(fmt: str, quality: int) -> list[int]:
 def _save(image: Image.Image, fmt: str, quality: int) -> bytes:
     out = io.BytesIO()
     if fmt == "png":
-        small = image.width * image.height <= _OPTIMIZE_MAX_PIXELS
+        small = image.width * image.height <= _BIG
         image.save(out, format="PNG", optimize=small, compress_level=9 if small else 6)
     elif fmt == "jpeg":
         image.save(out, format="JPEG", quality=quality, optimize=True, progressive=True)
     else:
-        image.save(out, format="WEBP", quality=quality, method=4)
+        method = 4 if image.width * image.height <= _BIG else 2
+        image.save(out, format="WEBP", quality=quality, method=method)
     return out.getvalue()

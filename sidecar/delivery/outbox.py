@@ -1,8 +1,11 @@
 """The durable outbox: every alert event is on disk before any network call is made.
 
 One SQLite file (``outbox.sqlite3`` under ``state_dir``), WAL journal, ``synchronous=FULL``:
-``put`` returns only once the event survives a power cut. Everything runs on the caller's thread
-in small transactions (one ``BEGIN IMMEDIATE`` each); the daemon is the only writer.
+``put`` returns only once the event survives a power cut (so do ``put_followup``, ``fail`` and
+``retry_dead_letter``). Claims, acks and releases commit without an fsync: losing one in a power
+cut only means an event is sent again. Everything runs on the caller's thread in small
+transactions (one ``BEGIN IMMEDIATE`` each, about one fsync per put); the daemon is the only
+writer.
 
 Tables::
 
@@ -121,6 +124,7 @@ CREATE TABLE IF NOT EXISTS sent (
 );
 """
 
+
 def redact(text: str) -> str:
     """Error text fit for a log line or the dead-letter table: no key values, bounded length."""
     text = _redact_keys(text)
@@ -216,6 +220,7 @@ class Outbox:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._sync = "FULL"
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._tx():
             self._create_schema()
@@ -241,7 +246,14 @@ class Outbox:
             raise RuntimeError(f"{self.path}: outbox schema version {version}, expected {_SCHEMA_VERSION}")
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. ``durable=False`` skips the fsync at commit: for writes whose
+        loss in a power cut is harmless (a claim, an ack: the event is just sent again); the
+        next durable commit syncs them too, the WAL being sequential."""
+        mode = "FULL" if durable else "NORMAL"
+        if self._sync != mode:
+            self._db.execute(f"PRAGMA synchronous={mode}")
+            self._sync = mode
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -256,9 +268,10 @@ class Outbox:
             raise KeyError(f"outbox has no event {event_id}")
         return row
 
-    def _newer_exists(self, alert_key: str, event_id: int) -> bool:
-        q = "SELECT 1 FROM events WHERE alert_key = ? AND id > ? LIMIT 1"
-        return self._db.execute(q, (alert_key, event_id)).fetchone() is not None
+    def _newer_exists(self, alert_key: str, event_id: int, *, besides: int | None = None) -> bool:
+        """A row of ``alert_key`` newer than ``event_id`` is queued (``besides`` not counted)."""
+        q = "SELECT 1 FROM events WHERE alert_key = ? AND id > ? AND id IS NOT ? LIMIT 1"
+        return self._db.execute(q, (alert_key, event_id, besides)).fetchone() is not None
 
     def _insert(
         self,
@@ -341,16 +354,18 @@ class Outbox:
                 queued_since=now,
             )
 
-    def _followup_current(self, alert_key: str, origin_id: int) -> bool:
+    def _followup_current(self, alert_key: str, origin_id: int, besides: int | None = None) -> bool:
         sent = self.last_sent(alert_key)
-        return sent is not None and sent.event_id == origin_id and not self._newer_exists(alert_key, origin_id)
+        if sent is None or sent.event_id != origin_id:
+            return False
+        return not self._newer_exists(alert_key, origin_id, besides=besides)
 
     # ------------------------------------------------------------------ workers
 
     def recover(self) -> int:
         """Release every claim left by a previous run (at startup); how many were released."""
         now = self._clock()
-        with self._tx():
+        with self._tx(durable=False):
             n = self._db.execute("UPDATE events SET claimed_at = NULL WHERE claimed_at IS NOT NULL").rowcount
             self._db.execute("DELETE FROM sent WHERE sent_at < ?", (now - SENT_RETENTION,))
         if n:
@@ -360,7 +375,7 @@ class Outbox:
     def claim(self) -> OutboxItem | None:
         """The most urgent due row whose alert_key is not in flight, now leased to the caller."""
         now = self._clock()
-        with self._tx():
+        with self._tx(durable=False):
             row = self._db.execute(
                 "SELECT * FROM events AS e WHERE e.claimed_at IS NULL AND e.next_attempt_at <= ?"
                 " AND NOT EXISTS (SELECT 1 FROM events AS c"
@@ -386,12 +401,12 @@ class Outbox:
     def followup_is_current(self, item: OutboxItem) -> bool:
         """A claimed follow-up may still be pushed (no newer event sent or queued for its key)."""
         assert item.origin_id is not None
-        return self._followup_current(item.event.alert_key, item.origin_id)
+        return self._followup_current(item.event.alert_key, item.origin_id, besides=item.id)
 
     def ack(self, event_id: int, *, request_id: str | None = None) -> None:
         """The row was pushed (or deliberately dropped): delete it, record what was sent."""
         now = self._clock()
-        with self._tx():
+        with self._tx(durable=False):
             row = self._row(event_id)
             self._db.execute("DELETE FROM events WHERE id = ?", (event_id,))
             if row["kind"] == "event":
@@ -407,12 +422,12 @@ class Outbox:
 
     def drop(self, event_id: int) -> None:
         """Delete a claimed row without recording a send (a stale follow-up)."""
-        with self._tx():
+        with self._tx(durable=False):
             self._db.execute("DELETE FROM events WHERE id = ?", (event_id,))
 
     def release(self, event_id: int, *, images: Sequence[StoredImage] = ()) -> None:
         """Give a claim back untouched (shutdown, cancellation): no attempt is counted."""
-        with self._tx():
+        with self._tx(durable=False):
             row = self._db.execute("SELECT attachments FROM events WHERE id = ?", (event_id,)).fetchone()
             if row is None:
                 return
@@ -482,8 +497,13 @@ class Outbox:
             return FailResult("retry", attempts, delay)
 
     def next_due(self) -> float | None:
-        """Wall time at which the earliest unclaimed row becomes due (None: nothing queued)."""
-        row = self._db.execute("SELECT min(next_attempt_at) FROM events WHERE claimed_at IS NULL").fetchone()
+        """Wall time at which the earliest claimable row is due (None: nothing could be claimed;
+        rows whose key is in flight wait for that delivery to end, not for a time)."""
+        row = self._db.execute(
+            "SELECT min(e.next_attempt_at) FROM events AS e WHERE e.claimed_at IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM events AS c"
+            "   WHERE c.alert_key = e.alert_key AND c.claimed_at IS NOT NULL)"
+        ).fetchone()
         return None if row[0] is None else float(row[0])
 
     def last_sent(self, alert_key: str) -> SentRecord | None:

@@ -40,7 +40,8 @@ __all__ = [
 ]
 
 REDACTED = "<redacted>"
-_QUERY_SECRET = re.compile(r"((?:integration_key|app_key)(?:=|%3D))[^&\s'\"<>)\]}]*", re.IGNORECASE)
+# the value runs to the next separator; "+" keeps redact() idempotent ("<" ends a value)
+_QUERY_SECRET = re.compile(r"((?:integration_key|app_key)(?:=|%3D))[^&\s'\"<>)\]}]+", re.IGNORECASE)
 # error.code values that mean "try again later" even when they ride on a 2xx
 RETRYABLE_CODES = frozenset({"InternalError", "ServiceUnavailable", "RequestTooFrequently"})
 
@@ -109,9 +110,7 @@ class FlashdutyAuthError(FlashdutyError):
         code: str | None = None,
         request_id: str | None = None,
     ) -> None:
-        super().__init__(
-            message, endpoint=endpoint, status=status, code=code, request_id=request_id, retryable=False
-        )
+        super().__init__(message, endpoint=endpoint, status=status, code=code, request_id=request_id, retryable=False)
 
 
 class FlashdutyRateLimited(FlashdutyError):
@@ -130,9 +129,7 @@ class FlashdutyRateLimited(FlashdutyError):
         request_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(
-            message, endpoint=endpoint, status=status, code=code, request_id=request_id, retryable=True
-        )
+        super().__init__(message, endpoint=endpoint, status=status, code=code, request_id=request_id, retryable=True)
         self.retry_after = retry_after
 
 

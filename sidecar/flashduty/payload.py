@@ -75,9 +75,7 @@ def _short(text: str, limit: int = 40) -> str:
     return truncate(text, limit)
 
 
-def _labels(
-    event: AlertEvent, allowed_reserved: Iterable[str], notes: list[str]
-) -> dict[str, str]:
+def _labels(event: AlertEvent, allowed_reserved: Iterable[str], notes: list[str]) -> dict[str, str]:
     allowed = set(allowed_reserved)
     labels = {str(k): str(v) for k, v in event.labels.items()}
     labels.setdefault("sidecar_rule", event.rule)

@@ -46,7 +46,7 @@ import random
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC
 
 __all__ = [
     "LimiterClosed",
@@ -91,8 +91,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:  # RFC 9110: HTTP-dates are GMT
-            when = when.replace(tzinfo=timezone.utc)
-        ref = datetime.now(timezone.utc).timestamp() if now is None else now
+            when = when.replace(tzinfo=UTC)
+        ref = time.time() if now is None else now
         seconds = when.timestamp() - ref
     if math.isnan(seconds):
         return None

@@ -95,7 +95,7 @@ def _g4(v: float) -> str:
     """Go's ``%.4g``, including its spelling of NaN and infinities."""
     if math.isnan(v) or math.isinf(v):
         return format_value(v)
-    return "%.4g" % v
+    return f"{v:.4g}"
 
 
 def _to_float(v: Any) -> float:
@@ -239,7 +239,7 @@ class TemplateEngine:
             return compiled.render(ctx.names())
         # A user's template can raise nearly anything from a filter (TypeError, ValueError,
         # ZeroDivisionError, SecurityError...). None of it may stop an evaluation.
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             return self._failed(source, ctx.rule, _describe(e))
 
     def render_map(self, sources: Mapping[str, str], ctx: TemplateContext) -> dict[str, str]:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from pydantic import ValidationError
+
 from sidecar.config import Config, PanelConfig, RuleConfig
 from sidecar.model import PanelCapture
 from sidecar.rules.templates import TemplateContext, TemplateEngine
 
-__all__ = ["MIN_LOOKBACK", "RESOLVE_MARGIN", "default_window", "panel_captures"]
+__all__ = ["MIN_LOOKBACK", "RESOLVE_MARGIN", "default_window", "panel_captures", "panels_from_annotations"]
 
 MIN_LOOKBACK = 30 * 60.0  # seconds of history shown before active_at, at least
 RESOLVE_MARGIN = 5 * 60.0  # seconds shown after a resolve
@@ -51,13 +53,21 @@ def panel_captures(
     resolved_at: float | None = None,
     value: float = math.nan,
     templates: TemplateEngine | None = None,
+    for_: float | None = None,
+    rule_name: str | None = None,
 ) -> tuple[PanelCapture, ...]:
-    """The pictures for one event. ``for`` comes from the rule when a ``RuleConfig`` is given."""
+    """The pictures for one event.
+
+    ``for`` and the rule name (for template errors) come from the rule when a ``RuleConfig`` is
+    given, else from ``for_`` (default 0) and ``rule_name`` (default ``webhook``).
+    """
     if isinstance(rule_or_panels, RuleConfig):
         panels: Sequence[PanelConfig] = rule_or_panels.panels
-        rule_name, for_ = rule_or_panels.name, rule_or_panels.for_
+        name, hold = rule_or_panels.name, rule_or_panels.for_
     else:
-        panels, rule_name, for_ = rule_or_panels, "webhook", 0.0
+        panels, name, hold = rule_or_panels, "webhook", 0.0
+    rule_name = rule_name if rule_name is not None else name
+    for_ = for_ if for_ is not None else hold
     if not panels:
         return ()
     engine = templates if templates is not None else TemplateEngine()
@@ -104,3 +114,21 @@ def _one(
         format=p.format or cap.format,
         title=p.title or "",
     )
+
+
+def panels_from_annotations(annotations: Mapping[str, str]) -> list[PanelConfig]:
+    """``grafana_dashboard_uid`` / ``grafana_panel_id`` (or Grafana's ``__dashboardUid__`` /
+    ``__panelId__``) → panels; the panel id may list several, comma-separated. Invalid ids are skipped.
+    """
+    uid = (annotations.get("grafana_dashboard_uid") or annotations.get("__dashboardUid__") or "").strip()
+    if not uid:
+        return []
+    ids = annotations.get("grafana_panel_id") or annotations.get("__panelId__") or ""
+    panel_ids: list[str | None] = [p.strip() for p in ids.split(",") if p.strip()] or [None]
+    out: list[PanelConfig] = []
+    for pid in panel_ids:
+        try:
+            out.append(PanelConfig.model_validate({"dashboard": uid, "panel": pid}))
+        except ValidationError:
+            continue
+    return out

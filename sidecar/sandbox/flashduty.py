@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
 from collections import Counter
@@ -169,7 +170,7 @@ class FlashdutySandbox:
 
         Raises ``ApiError`` exactly where the HTTP endpoint would answer 400."""
         integration = self._integrations[integration_key or next(iter(self._integrations))]
-        return self._ingest(integration, body)
+        return self._ingest(integration, copy.deepcopy(body))
 
     def state(self) -> dict[str, Any]:
         """Everything a test may assert on (``GET /_sandbox/state``); JSON-serialisable."""
@@ -231,29 +232,25 @@ class FlashdutySandbox:
 
     def _api(self, endpoint: str, impl: ApiHandler) -> ApiHandler:
         async def handler(request: web.Request) -> web.Response:
-            self.stats[endpoint].requests += 1
-            try:
-                response = await self._with_faults(endpoint, request, impl)
-            except ApiError as err:
-                response = error_response(err)
+            stats = self.stats[endpoint]
+            stats.requests += 1
+            fault = self.faults.take(endpoint)
+            if fault is not None:
+                stats.faulted += 1
+            if fault is not None and fault.kind != "hang":
+                response = _fault_response(fault)
+            else:
+                try:
+                    response = await impl(request)
+                except ApiError as err:
+                    response = error_response(err)
+                if fault is not None:
+                    await _hang(request.app, fault.seconds)
             self.stats[endpoint].statuses[response.status] += 1
             log.debug("flashduty sandbox %s -> %d", endpoint, response.status)
             return response
 
         return handler
-
-    async def _with_faults(self, endpoint: str, request: web.Request, impl: ApiHandler) -> web.Response:
-        fault = self.faults.take(endpoint)
-        if fault is not None:
-            self.stats[endpoint].faulted += 1
-            if fault.kind != "hang":
-                return _fault_response(fault)
-            closing = request.app[_CLOSING]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(closing.wait(), fault.seconds)
-            if closing.is_set():
-                return error_response(ApiError(503, "ServiceUnavailable", "sandbox is shutting down"))
-        return await impl(request)
 
     def _authenticate(self, request: web.Request, *, on_push: bool = False) -> Integration:
         integration = self._integrations.get(request.query.get("integration_key", ""))
@@ -349,6 +346,12 @@ class FlashdutySandbox:
     async def _reset(self, request: web.Request) -> web.Response:
         self.reset()
         return web.json_response({"reset": True})
+
+
+async def _hang(app: web.Application, seconds: float) -> None:
+    """Wait before answering; cut short when the server shuts down."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(app[_CLOSING].wait(), seconds)
 
 
 def _fault_response(fault: Fault) -> web.Response:

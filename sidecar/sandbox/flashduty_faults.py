@@ -3,15 +3,16 @@
 A fault targets one API endpoint (``upload``, ``push``, ``list``) or all of them (``*``) and
 fires on the next ``count`` requests (``count`` omitted: until cleared). At most one fault fires
 per request: the first active one that matches, in the order they were added. Faults fire before
-authentication and rate limiting, and a faulted request is never processed nor counted by the
-limiter, except ``hang``, which only delays the request and then lets it through.
+authentication and rate limiting, and a faulted request is neither processed nor counted by the
+limiter, except ``hang``, which only delays the answer of a request processed as usual.
 
 Kinds (JSON shape of ``POST /_sandbox/faults``; the same keys work for ``add_fault``):
 
 - ``{"kind": "status", "status": 500}``: that HTTP status, ``InternalError`` envelope
   (``"code"`` overrides the error code).
-- ``{"kind": "hang", "seconds": 30}``: sleep, then answer normally (the request *is*
-  processed, like a server whose reply was lost). Released with a 503 when the server shuts down.
+- ``{"kind": "hang", "seconds": 30}``: process the request as usual, then wait ``seconds``
+  before answering: a client that times out has lost the reply of a request that *was*
+  processed. The wait is cut short when the server shuts down.
 - ``{"kind": "429", "retry_after": "2"}``: 429 ``RequestTooFrequently``; ``retry_after``
   (delta-seconds or an HTTP-date) becomes the ``Retry-After`` header; omit it for no header.
 - ``{"kind": "401"}``: 401 ``Unauthorized``, as if the key were revoked.

@@ -72,7 +72,7 @@ async def envelope_middleware(request: web.Request, handler: Handler) -> web.Str
         return error_response(ApiError(405, "MethodNotAllowed", message, headers=allow))
     except web.HTTPRequestEntityTooLarge:
         return error_response(ApiError(413, "EntityTooLarge", "request body is too large"))
-    except web.HTTPException:
+    except (web.HTTPException, ConnectionError):  # ConnectionError: the client went away
         raise
     except Exception:
         log.exception("flashduty sandbox: unhandled error on %s %s", request.method, request.path)

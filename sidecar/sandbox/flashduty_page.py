@@ -59,7 +59,7 @@ ol.timeline li{margin:3px 0}.empty{color:#646a73;text-align:center;padding:48px}
 <section class="alert {{ a.severity }}{% if not a.active %} closed{% endif %}" id="alert-{{ a.alert_id }}">
 <h2>{{ a.title }}</h2>
 <div><span class="badge {{ a.severity }}">{{ a.severity }}</span>
-<span class="badge {{ a.status }}">{{ "Ok (recovered)" if a.status == "Ok" else a.status }}</span>
+<span class="badge {{ a.status }}">{{ "Recovered" if a.status == "Ok" else "Firing: " ~ a.status }}</span>
 <span class="meta">{{ a.event_cnt }} event{{ "" if a.event_cnt == 1 else "s" }}</span></div>
 <div class="meta">started {{ a.start }} &middot; last {{ a.last }}{% if a.end %} &middot; ended {{ a.end }}{% endif %}
 &middot; {{ a.integration }} &middot; alert_id {{ a.alert_id }} &middot; key {{ a.alert_key }}</div>
@@ -70,7 +70,7 @@ ol.timeline li{margin:3px 0}.empty{color:#646a73;text-align:center;padding:48px}
 {% if img.href %}<a href="{{ img.href }}" rel="noopener noreferrer">{% endif %}
 <img src="{{ img.url }}" alt="{{ img.alt }}" loading="lazy">{% if img.href %}</a>{% endif %}
 <figcaption>{{ img.alt or "(no alt)" }}</figcaption></figure>{% endfor %}</div>{% endif %}
-<details><summary>Timeline ({{ a.events|length }})</summary><ol class="timeline">
+<details open><summary>Timeline ({{ a.events|length }})</summary><ol class="timeline">
 {% for e in a.events %}<li><span class="badge {{ e.status }}">{{ e.status }}</span>{{ e.time }} &middot; {{ e.title }}
 {% if e.images %} &middot; images: {{ e.images|join(", ") }}{% endif %}
 {% for w in e.warnings %}<div class="meta">warning: {{ w }}</div>{% endfor %}</li>{% endfor %}

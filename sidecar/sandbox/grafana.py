@@ -315,7 +315,7 @@ class GrafanaSandbox:
             return await handler(request)
         if path.startswith("/api/"):
             return web.json_response({"message": "Unauthorized"}, status=401)
-        response = web.HTTPFound("/login")
+        response = web.Response(status=302, headers={"Location": "/login"})
         response.set_cookie("redirect_to", request.path_qs, httponly=True, samesite="Lax")
         return response
 

@@ -1,0 +1,353 @@
+"""One warm Chromium, a fresh context per capture, relaunched on crash and recycled on age or RSS.
+
+``BrowserManager`` owns Playwright and the browser process. Each capture borrows a context with
+``async with manager.context(**options) as ctx`` (closed in ``finally``). The browser is
+relaunched when it disconnects (crash, OOM kill) and recycled gracefully — in-flight captures
+finish on the old one, then it is closed — after ``capture.recycle_after`` captures or when the
+RSS of all its processes exceeds ``capture.max_browser_rss_mb``. Every launch is counted in
+``browser_restarts_total{reason=start|crash|recycle_count|recycle_rss}``.
+
+Chromium gets a private temp directory (XDG config/cache, TMPDIR, crash dumps) so it runs on a
+read-only root filesystem; the directory path doubles as the marker that finds its processes in
+``/proc`` (no psutil): to measure RSS and to make sure none is left after ``close()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
+from playwright.async_api import Error as PlaywrightError
+
+from sidecar.capture.grafana import CaptureError
+from sidecar.config import CaptureConfig
+from sidecar.metrics import Metrics
+
+__all__ = ["BrowserManager", "chromium_processes", "process_rss_bytes"]
+
+log = logging.getLogger("sidecar.capture")
+
+CHROMIUM_ARGS = (
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--disable-default-apps",
+    "--mute-audio",
+)
+_CLOSE_TIMEOUT = 10.0
+
+
+# --------------------------------------------------------------------------- /proc helpers
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def chromium_processes(markers: Iterable[str]) -> list[int]:
+    """PIDs of live processes whose command line contains one of ``markers``."""
+    wanted = [m for m in markers if m]
+    if not wanted:
+        return []
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        cmd = _cmdline(int(entry))
+        if cmd and any(m in cmd for m in wanted):
+            found.append(int(entry))
+    return found
+
+
+def process_rss_bytes(pids: Iterable[int]) -> int:
+    """Sum of ``VmRSS`` over ``pids`` (processes that are gone count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def _find_browser_process(marker: str) -> tuple[int | None, str | None]:
+    """The main browser process (no ``--type=``) carrying ``marker``, and its user-data-dir."""
+    for pid in chromium_processes([marker]):
+        args = _cmdline(pid).split(" ")
+        if any(a.startswith("--type=") for a in args) or "crashpad" in args[0]:
+            continue
+        udd = next((a.split("=", 1)[1] for a in args if a.startswith("--user-data-dir=")), None)
+        return pid, udd
+    return None, None
+
+
+# --------------------------------------------------------------------------- the manager
+
+
+@dataclass(eq=False)
+class _Instance:
+    browser: Browser
+    workdir: str
+    pid: int | None
+    user_data_dir: str | None
+    captures: int = 0
+    in_flight: int = 0
+    retired: str = ""  # reason, once retired
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def markers(self) -> list[str]:
+        return [m for m in (self.workdir, self.user_data_dir) if m]
+
+
+class BrowserManager:
+    """The warm browser. ``start`` launches it, ``close`` leaves no Chromium process behind."""
+
+    def __init__(
+        self,
+        *,
+        capture: CaptureConfig,
+        metrics: Metrics,
+        executable_path: str | None = None,
+        sandbox: bool = False,
+    ) -> None:
+        self._cfg = capture
+        self._metrics = metrics
+        self._executable = executable_path or capture.browser_path or None
+        self._sandbox = sandbox and os.geteuid() != 0
+        self._playwright: Playwright | None = None
+        self._current: _Instance | None = None
+        self._all: set[_Instance] = set()
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._next_reason = "start"
+        self.launches = 0
+        self.rss_bytes = 0
+
+    # ----------------------------------------------------------------- public
+
+    @property
+    def connected(self) -> bool:
+        inst = self._current
+        return inst is not None and not inst.retired and inst.browser.is_connected()
+
+    @property
+    def pid(self) -> int | None:
+        return self._current.pid if self._current is not None else None
+
+    @property
+    def markers(self) -> list[str]:
+        """Strings that identify this manager's Chromium processes in ``/proc/*/cmdline``."""
+        return [m for inst in self._all for m in inst.markers]
+
+    async def start(self) -> None:
+        self._closing = False
+        if self._playwright is None:
+            self._playwright = await async_playwright().start()
+        await self._ensure()
+
+    async def close(self) -> None:
+        """Close every browser (waiting for none of the captures), then Playwright."""
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._current = None
+        for inst in list(self._all):
+            await self._close_instance(inst)
+        self._next_reason = "start"
+        if self._playwright is not None:
+            with contextlib.suppress(Exception):
+                await self._playwright.stop()
+            self._playwright = None
+
+    @contextlib.asynccontextmanager
+    async def context(self, **options: Any) -> AsyncIterator[BrowserContext]:
+        """A fresh browser context on the current browser, closed when the block exits."""
+        inst = await self._acquire()
+        ctx: BrowserContext | None = None
+        try:
+            try:
+                ctx = await inst.browser.new_context(**options)
+            except PlaywrightError:
+                if not inst.browser.is_connected():
+                    raise CaptureError("the browser crashed before the capture started") from None
+                raise
+            yield ctx
+        finally:
+            if ctx is not None:
+                with contextlib.suppress(Exception):
+                    await ctx.unroute_all(behavior="ignoreErrors")
+                with contextlib.suppress(Exception):
+                    await ctx.close()
+            await self._release(inst)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def _acquire(self) -> _Instance:
+        if self._closing or self._playwright is None:
+            raise CaptureError("the capture service is not running")
+        inst = await self._ensure()
+        inst.in_flight += 1
+        return inst
+
+    async def _ensure(self) -> _Instance:
+        """The current browser, launching one if there is none (or it died)."""
+        async with self._lock:
+            inst = self._current
+            if inst is not None and not inst.retired and not inst.browser.is_connected():
+                self._retire(inst, "crash")
+                inst = None
+            if inst is None or inst.retired:
+                inst = await self._launch(self._next_reason)
+                self._current = inst
+            return inst
+
+    async def _release(self, inst: _Instance) -> None:
+        inst.in_flight -= 1
+        inst.captures += 1
+        if inst is self._current and not inst.retired:
+            if inst.captures >= self._cfg.recycle_after:
+                self._retire(inst, "recycle_count")
+            else:
+                rss = await asyncio.to_thread(self._sample_rss, inst)
+                if rss > self._cfg.max_browser_rss_mb * 1024 * 1024 and inst is self._current:
+                    log.info("browser RSS %d MiB over the limit: recycling", rss // (1024 * 1024))
+                    self._retire(inst, "recycle_rss")
+        if inst.retired and inst.in_flight == 0 and not inst.closed.is_set():
+            self._spawn(self._close_instance(inst))
+
+    def _sample_rss(self, inst: _Instance) -> int:
+        rss = process_rss_bytes(chromium_processes(inst.markers))
+        self.rss_bytes = rss
+        self._metrics.browser_rss.set(rss)
+        return rss
+
+    def _retire(self, inst: _Instance, reason: str) -> None:
+        """Stop giving out ``inst``; it closes once its in-flight captures are done."""
+        if inst.retired:
+            return
+        inst.retired = reason
+        if inst is self._current:
+            self._current = None
+            self._next_reason = reason
+            if not self._closing:
+                self._spawn(self._warm_up())
+        if inst.in_flight == 0:
+            self._spawn(self._close_instance(inst))
+
+    async def _warm_up(self) -> None:
+        try:
+            await self._ensure()
+        except Exception as e:  # the next capture retries the launch and reports it
+            log.warning("browser relaunch failed: %s", _first_line(e))
+
+    def _on_disconnected(self, inst: _Instance) -> None:
+        if self._closing or inst.retired:
+            return
+        log.warning("browser disconnected (pid %s): relaunching", inst.pid)
+        self._retire(inst, "crash")
+
+    async def _launch(self, reason: str) -> _Instance:
+        assert self._playwright is not None
+        workdir = tempfile.mkdtemp(prefix="sidecar-chromium-")
+        for sub in ("config", "cache", "tmp", "crash"):
+            os.makedirs(os.path.join(workdir, sub), exist_ok=True)
+        args = [*CHROMIUM_ARGS, f"--crash-dumps-dir={workdir}/crash", f"--disk-cache-dir={workdir}/cache"]
+        if not self._sandbox:
+            args.append("--no-sandbox")
+        # the child's environment is ours plus private, writable XDG/temp dirs
+        env: dict[str, str | float | bool] = {
+            **os.environ,
+            "XDG_CONFIG_HOME": f"{workdir}/config",
+            "XDG_CACHE_HOME": f"{workdir}/cache",
+            "TMPDIR": f"{workdir}/tmp",
+        }
+        try:
+            browser = await self._playwright.chromium.launch(
+                executable_path=self._executable,
+                headless=True,
+                chromium_sandbox=self._sandbox,
+                args=args,
+                env=env,
+                handle_sigint=False,
+                handle_sigterm=False,
+                handle_sighup=False,
+            )
+        except PlaywrightError as e:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            raise CaptureError(f"cannot launch Chromium: {_first_line(e)}") from None
+        pid, udd = await asyncio.to_thread(_find_browser_process, workdir)
+        inst = _Instance(browser=browser, workdir=workdir, pid=pid, user_data_dir=udd)
+        self._all.add(inst)
+        browser.on("disconnected", lambda _b: self._on_disconnected(inst))
+        self.launches += 1
+        self._metrics.browser_restarts.labels(reason=reason).inc()
+        log.info("browser launched (%s, pid %s, Chromium %s)", reason, pid, browser.version)
+        return inst
+
+    async def _close_instance(self, inst: _Instance) -> None:
+        if inst.closed.is_set():
+            return
+        inst.closed.set()
+        if not inst.retired:
+            inst.retired = "close"
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await inst.browser.close()
+        await asyncio.to_thread(_reap, inst.markers)
+        await asyncio.to_thread(shutil.rmtree, inst.workdir, True)
+        self._all.discard(inst)
+        if self._current is inst:
+            self._current = None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _reap(markers: list[str], grace: float = 1.0, wait: float = 2.0) -> None:
+    """Wait ``grace`` for a closed browser's processes to exit, then SIGKILL what is left
+    (renderers, zygotes, crashpad handlers) and wait until it is gone."""
+    start = time.monotonic()
+    left = chromium_processes(markers)
+    while left and time.monotonic() - start < grace + wait:
+        if time.monotonic() - start >= grace:
+            for pid in left:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+        left = chromium_processes(markers)
+    if left:
+        log.warning("%d Chromium process(es) did not exit: %s", len(left), left)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__

@@ -1,0 +1,399 @@
+"""Delivery: outbox → pictures (within the image budget) → Flashduty push → ack.
+
+The first rule of the product is that the alert matters more than the picture, so the shape
+of the pipeline follows from "no alert waits longer than ``capture.image_budget`` for its
+pictures", even in a burst:
+
+* a **dispatcher** claims every due event from the outbox as soon as it is put (``kick``), up
+  to ``max_in_flight`` at once, and starts one delivery task per event. The budget clock of an
+  event starts at its claim, and claims are not rationed by a small worker pool: a pool of N
+  workers each holding an event for up to the budget would delay the (N+1)-th alert of a burst
+  by a whole budget. Capture and upload concurrency are bounded where they are spent (the
+  capture service, the upload rate limiter);
+* a delivery captures all panels and uploads each usable picture concurrently (upload priority
+  = event priority), waits until they are all settled or the budget runs out, and pushes with
+  what it has; each missing picture gets a line in the description saying why;
+* pushes go through ``delivery.workers`` slots (``_PushSlots``), served by priority (Ok first);
+  the push is never bounded by a deadline: the alert must go out;
+* late pictures keep coming in the background; when they are in, the event's **follow-up** is
+  put in the outbox: a durable row of kind ``followup`` carrying the already uploaded image
+  keys (no re-capture), pushed as an update with the same status and title and every picture.
+  It is dropped if a newer event of the same alert_key was sent or queued meanwhile (the outbox
+  checks ``sent`` and the queue when it is put and again when it is claimed). ``Ok`` events
+  get no follow-up: their pictures are best effort within the budget;
+* failure: retryable errors go back to the outbox with backoff (pictures already uploaded are
+  kept on the row), permanent ones (401, other 4xx) go to the dead letters at once; a 429 is
+  waited out inside the client and never spends an attempt.
+
+One canonical log line per delivery (logger ``sidecar.delivery``)::
+
+    delivered Critical HighErrorRate fds:ab12cd34… pictures 2/2 in 1.84s
+
+with ``extra`` = rule, alert_key, status, captures [{alt, cls, ms}], uploads [{alt, outcome}],
+duration_ms, outcome (delivered | followup | dropped_stale | retry | dead_letter | superseded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from typing import Any
+
+from sidecar.config import Config
+from sidecar.delivery.outbox import FailResult, Outbox, OutboxItem, StoredImage
+from sidecar.delivery.pictures import CaptureLike, PictureSet, UploaderLike
+from sidecar.flashduty.client import FlashdutyClient
+from sidecar.flashduty.errors import FlashdutyError, FlashdutyRateLimited
+from sidecar.flashduty.payload import RESERVED_PREFIXES, ImageRef, build_payload
+from sidecar.metrics import Metrics
+
+__all__ = ["DeliveryPipeline"]
+
+log = logging.getLogger("sidecar.delivery")
+
+IDLE_POLL = 5.0  # dispatcher wakes at least this often (gauges, heartbeat)
+MAX_IN_FLIGHT = 256
+FOLLOWUP_WINDOW = 600.0  # how long late pictures may take before they are abandoned
+
+
+class _PushSlots:
+    """At most ``n`` pushes at once; waiters are served by priority, FIFO within one."""
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def acquire(self, priority: int) -> AsyncIterator[None]:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+        else:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiters, (priority, next(self._seq), fut))
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    self._release()  # granted, then cancelled before it could run: hand it on
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._free += 1
+
+
+def _short_key(key: str) -> str:
+    return key[:12] + "…" if len(key) > 12 else key
+
+
+class DeliveryPipeline:
+    """Drains the outbox into Flashduty; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        capture: CaptureLike,
+        uploader: UploaderLike,
+        client: FlashdutyClient,
+        config: Config,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        followup_window: float = FOLLOWUP_WINDOW,
+    ) -> None:
+        self._outbox = outbox
+        self._capture = capture
+        self._uploader = uploader
+        self._client = client
+        self._metrics = metrics
+        self._clock = clock
+        self._wall = wall
+        self._budget = config.capture.image_budget
+        self._capture_timeout = config.capture.timeout
+        self._max_in_flight = max_in_flight
+        self._followup_window = followup_window
+        self._slots = _PushSlots(config.delivery.workers)
+        # layer_*_reset_* labels pass only when the rule author wrote them (payload.py)
+        self._reserved = {
+            r.name: frozenset(k for k in r.labels if k.startswith(RESERVED_PREFIXES)) for r in config.rules
+        }
+        self._wake = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._hurry_at = float("inf")
+        self._stopping = False
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self.heartbeat = clock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Release the claims of a previous run and start dispatching."""
+        if self._dispatcher is not None:
+            raise RuntimeError("pipeline already started")
+        self._outbox.recover()
+        self._refresh_gauges()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="delivery dispatcher")
+
+    def kick(self) -> None:
+        """Something was put in the outbox: claim it now."""
+        self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        """The dispatcher is alive (for liveness, together with ``heartbeat``)."""
+        return self._dispatcher is not None and not self._dispatcher.done()
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; let deliveries in flight finish within ``grace`` seconds.
+
+        Pictures still missing when half the grace is gone are given up (the push goes without
+        them); whatever is not pushed by the end stays in the outbox for the next start.
+        """
+        if self._dispatcher is None or self._stopping:
+            return
+        self._stopping = True
+        now = self._clock()
+        end = now + grace
+        self._hurry_at = now + grace / 2
+        self._hurry.set()
+        self._wake.set()
+        await asyncio.gather(self._dispatcher, return_exceptions=True)
+        for tasks in (self._inflight, self._background):
+            if tasks:
+                await asyncio.wait(set(tasks), timeout=max(0.0, end - self._clock()))
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._refresh_gauges()
+
+    # ------------------------------------------------------------------ dispatcher
+
+    async def _dispatch(self) -> None:
+        while not self._stopping:
+            self.heartbeat = self._clock()
+            self._wake.clear()
+            while len(self._inflight) < self._max_in_flight and (item := self._outbox.claim()) is not None:
+                task = asyncio.create_task(self._deliver_guarded(item), name=f"deliver {item.id}")
+                self._inflight.add(task)
+                task.add_done_callback(self._delivery_done)
+            self._refresh_gauges()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._idle_timeout())
+
+    def _idle_timeout(self) -> float:
+        if len(self._inflight) >= self._max_in_flight:
+            return IDLE_POLL  # a finishing delivery wakes us
+        due = self._outbox.next_due()
+        if due is None:
+            return IDLE_POLL
+        return min(IDLE_POLL, max(0.005, due - self._wall()))
+
+    def _delivery_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._wake.set()  # its key may have a queued successor
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _refresh_gauges(self) -> None:
+        self._metrics.queue_depth.set(self._outbox.pending_count())
+        self._metrics.oldest_event_age.set(self._outbox.oldest_pending_age(self._wall()))
+        self._metrics.dead_letters.set(self._outbox.dead_letter_count())
+
+    # ------------------------------------------------------------------ one event
+
+    async def _deliver_guarded(self, item: OutboxItem) -> None:
+        try:
+            await self._deliver(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug must not keep the key's claim forever
+            log.exception("delivery of outbox event %d failed unexpectedly", item.id)
+            with contextlib.suppress(Exception):
+                self._outbox.fail(item.id, f"internal error: {type(e).__name__}: {e}", retryable=True)
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        started = self._clock()
+        ev = item.event
+        pics: PictureSet | None = None
+        if item.is_followup:
+            if not self._outbox.followup_is_current(item):
+                self._outbox.drop(item.id)
+                self._log_line(item, "dropped_stale", started, None, len(item.images), len(ev.panels))
+                return
+            images, notes = list(item.images), list(item.notes)
+        else:
+            pics = self._pictures(item, started)
+            pics.start()
+        try:
+            if pics is not None:
+                await pics.wait(started + self._budget, self._hurry, lambda: self._hurry_at)
+                images, notes = pics.ready(), pics.notes(self._budget)
+            payload = build_payload(
+                ev,
+                [ImageRef(i.src, i.alt, i.href) for i in images],
+                notes,
+                allowed_reserved=self._reserved.get(ev.rule, ()),
+            )
+            async with self._slots.acquire(ev.priority):
+                await self._client.push_alert(payload, priority=ev.priority)
+        except FlashdutyError as e:
+            self._on_failure(item, e, pics, started)
+            return
+        except asyncio.CancelledError:  # stopping: give the claim back, keep what was uploaded
+            self._outbox.release(item.id, images=pics.ready() if pics else ())
+            if pics is not None:
+                await pics.aclose()
+            raise
+        self._outbox.ack(item.id)
+        self._on_delivered(item, started, pics, len(images))
+
+    def _pictures(self, item: OutboxItem, started: float) -> PictureSet:
+        ok = item.event.status == "Ok"
+        # an Ok's pictures are worth nothing after its push (no follow-up): bound them by the budget
+        window = self._budget if ok else self._followup_window
+        return PictureSet(
+            item.event.panels,
+            have=item.images,
+            capture=self._capture,
+            uploader=self._uploader,
+            priority=item.event.priority,
+            capture_timeout=min(self._capture_timeout, self._budget) if ok else self._capture_timeout,
+            upload_deadline=time.monotonic() + window - (self._clock() - started),
+            clock=self._clock,
+        )
+
+    def _on_delivered(self, item: OutboxItem, started: float, pics: PictureSet | None, sent: int) -> None:
+        ev = item.event
+        total = len(ev.panels)
+        if item.is_followup:
+            label = "followup"
+        else:
+            label = "none" if total == 0 else "all" if sent == total else "partial" if sent else "missing"
+            self._metrics.delivery_seconds.observe(max(0.0, self._wall() - item.created_at))
+        self._metrics.alerts_delivered.labels(ev.status, label).inc()
+        self._refresh_gauges()
+        self._log_line(item, "followup" if item.is_followup else "delivered", started, pics, sent, total)
+        if pics is None:
+            return
+        if pics.pending and ev.status != "Ok":
+            self._spawn(self._follow_up(item, pics, sent, started), f"follow-up {item.id}")
+        elif pics.pending:
+            self._spawn(self._drain(pics, started + self._budget), f"drain {item.id}")
+
+    def _on_failure(self, item: OutboxItem, e: FlashdutyError, pics: PictureSet | None, started: float) -> None:
+        ready = pics.ready() if pics is not None else list(item.images)
+        result = self._outbox.fail(
+            item.id,
+            str(e),
+            e.retryable,
+            request_id=e.request_id,
+            images=ready if not item.is_followup else (),
+            count_attempt=not isinstance(e, FlashdutyRateLimited),
+        )
+        self._refresh_gauges()
+        self._log_line(item, result.outcome, started, pics, len(ready), len(item.event.panels), error=e, fail=result)
+        if pics is not None and pics.pending:  # finish quietly: the retry finds them in the caches
+            self._spawn(self._drain(pics, started + self._followup_window), f"drain {item.id}")
+        if result.outcome == "retry":
+            self._wake.set()
+
+    async def _follow_up(self, item: OutboxItem, pics: PictureSet, sent: int, started: float) -> None:
+        """Wait for the late pictures; queue them as the event's follow-up."""
+        try:
+            await pics.wait(started + self._followup_window)
+        finally:
+            await pics.aclose()
+        ready = pics.ready()
+        if len(ready) <= sent:
+            log.info(
+                "no late picture for %s %s %s; no follow-up",
+                item.event.status, item.event.rule, _short_key(item.event.alert_key),
+                extra={"alert_key": item.event.alert_key, "rule": item.event.rule, **pics.log_fields()},
+            )  # fmt: skip
+            return
+        fid = self._outbox.put_followup(item.id, item.event, ready, pics.notes(self._budget))
+        if fid is None:
+            self._log_line(item, "dropped_stale", started, pics, len(ready), pics.total)
+            return
+        self.kick()
+
+    async def _drain(self, pics: PictureSet, until: float) -> None:
+        try:
+            await pics.wait(until)
+        finally:
+            await pics.aclose()
+
+    # ------------------------------------------------------------------ the canonical line
+
+    def _log_line(
+        self,
+        item: OutboxItem,
+        outcome: str,
+        started: float,
+        pics: PictureSet | None,
+        sent: int,
+        total: int,
+        *,
+        error: FlashdutyError | None = None,
+        fail: FailResult | None = None,
+    ) -> None:
+        ev = item.event
+        duration = self._clock() - started
+        verb = {"delivered": "delivered", "followup": "follow-up delivered", "dropped_stale": "dropped stale follow-up"}
+        head = verb.get(outcome, "push failed")
+        msg = f"{head} {ev.status} {ev.rule} {_short_key(ev.alert_key)} pictures {sent}/{total} in {duration:.2f}s"
+        level = logging.INFO
+        if fail is not None and error is not None:
+            if fail.outcome == "retry":
+                msg += f"; retry {fail.attempts} in {fail.delay:.1f}s: {error}"
+                level = logging.WARNING
+            elif fail.outcome == "dead_letter":
+                msg += f"; dead-lettered after {fail.attempts} attempt(s): {error}"
+                level = logging.ERROR
+            else:
+                msg += f"; superseded by a newer event: {error}"
+        fields: dict[str, Any] = pics.log_fields() if pics is not None else _stored_fields(item.images)
+        log.log(
+            level,
+            msg,
+            extra={
+                "rule": ev.rule,
+                "alert_key": ev.alert_key,
+                "status": ev.status,
+                "captures": fields["captures"],
+                "uploads": fields["uploads"],
+                "duration_ms": round(duration * 1000),
+                "outcome": outcome,
+                "followup": item.is_followup,
+                "request_id": error.request_id if error is not None else None,
+            },
+        )
+
+
+def _stored_fields(images: Iterable[StoredImage]) -> dict[str, list[dict[str, Any]]]:
+    imgs = list(images)
+    return {
+        "captures": [{"alt": i.alt, "cls": "earlier", "ms": None} for i in imgs],
+        "uploads": [{"alt": i.alt, "outcome": "earlier"} for i in imgs],
+    }

@@ -1,0 +1,181 @@
+"""Upload each distinct picture once: sha256(bytes) → ``image_key``, remembered in SQLite.
+
+* A hit (same bytes uploaded less than ``ttl`` ago, by this account) costs no request; the
+  memory survives restarts when ``db_path`` is a file (``None``: in-memory, this process only).
+* Concurrent uploads of the same bytes share one request (singleflight: one future per digest;
+  followers await it shielded, so a follower that gives up does not cancel the upload).
+* ``image_cache{result}`` counts ``hit`` (from the store), ``shared`` (joined an upload in
+  flight) and ``miss`` (uploaded).
+* ``image_key`` is only valid in the account that uploaded it: the store remembers a
+  fingerprint of the integration key and forgets everything when the key changes.
+* The store is a convenience: if SQLite fails, the picture is uploaded anyway (logged), because
+  the alert matters more than saving one request.
+
+SQLite runs in a worker thread (``asyncio.to_thread``), one connection serialised by a lock:
+lookups are microseconds, but a commit may fsync (WAL checkpoint) and take tens of
+milliseconds on a slow volume, which must not stall the event loop that paces every alert.
+At Flashduty's 50 uploads/min the thread hop (~0.1 ms) is noise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sidecar.metrics import Metrics
+
+from .client import FlashdutyClient
+from .errors import FlashdutyError
+
+__all__ = ["ImageUploader"]
+
+log = logging.getLogger("sidecar.flashduty.uploader")
+
+T = TypeVar("T")
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS image_keys (sha256 TEXT PRIMARY KEY, image_key TEXT NOT NULL,"
+    " uploaded_at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS image_keys_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
+
+def _filename(data: bytes) -> str:
+    if data.startswith(b"\xff\xd8\xff"):
+        return "panel.jpg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "panel.webp"
+    return "panel.png"
+
+
+class _Store:
+    """Synchronous SQLite access; every method is called from a worker thread, under the lock."""
+
+    def __init__(self, path: str, ttl: float, account: str) -> None:
+        self._path = path
+        self._ttl = ttl
+        self._account = account
+        self._conn: sqlite3.Connection | None = None
+        self.lock = threading.Lock()
+
+    def _open(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+            try:
+                if self._path != ":memory:":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA busy_timeout=2000")
+                for stmt in _SCHEMA:
+                    conn.execute(stmt)
+                row = conn.execute("SELECT value FROM image_keys_meta WHERE name='account'").fetchone()
+                if row is None or row[0] != self._account:
+                    conn.execute("DELETE FROM image_keys")
+                    conn.execute(
+                        "INSERT OR REPLACE INTO image_keys_meta (name, value) VALUES ('account', ?)",
+                        (self._account,),
+                    )
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def get(self, digest: str, now: float) -> str | None:
+        conn = self._open()
+        row = conn.execute(
+            "SELECT image_key FROM image_keys WHERE sha256 = ? AND uploaded_at > ?", (digest, now - self._ttl)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def put(self, digest: str, image_key: str, now: float) -> None:
+        conn = self._open()
+        conn.execute(
+            "INSERT OR REPLACE INTO image_keys (sha256, image_key, uploaded_at) VALUES (?, ?, ?)",
+            (digest, image_key, now),
+        )
+        conn.execute("DELETE FROM image_keys WHERE uploaded_at <= ?", (now - self._ttl,))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class ImageUploader:
+    """``upload(bytes) → image_key`` with content dedup; see the module docstring."""
+
+    def __init__(
+        self,
+        client: FlashdutyClient,
+        *,
+        db_path: str | None,
+        ttl: float,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._metrics = metrics
+        self._clock = clock
+        self._store = _Store(db_path or ":memory:", ttl, client.account_fingerprint)
+        self._inflight: dict[str, asyncio.Future[str]] = {}
+
+    async def upload(self, data: bytes, *, priority: int, deadline: float | None = None) -> str:
+        """The ``image_key`` of ``data``: remembered, shared with an upload in flight, or uploaded."""
+        digest = hashlib.sha256(data).hexdigest()
+        shared = self._inflight.get(digest)
+        if shared is not None:
+            self._metrics.image_cache.labels("shared").inc()
+            return await asyncio.shield(shared)
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._inflight[digest] = fut
+        try:
+            key = await self._lookup_or_upload(digest, data, priority=priority, deadline=deadline)
+        except asyncio.CancelledError:
+            fut.set_exception(
+                FlashdutyError("upload abandoned by the caller that started it", endpoint="upload", retryable=True)
+            )
+            fut.exception()  # retrieved here; followers re-raise it themselves
+            raise
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()
+            raise
+        else:
+            fut.set_result(key)
+            return key
+        finally:
+            del self._inflight[digest]
+
+    async def close(self) -> None:
+        await self._db(self._store.close)
+
+    async def _lookup_or_upload(self, digest: str, data: bytes, *, priority: int, deadline: float | None) -> str:
+        try:
+            cached = await self._db(self._store.get, digest, self._clock())
+        except sqlite3.Error as e:
+            log.warning("image key store unreadable, uploading anyway: %s", e)
+            cached = None
+        if cached is not None:
+            self._metrics.image_cache.labels("hit").inc()
+            return cached
+        self._metrics.image_cache.labels("miss").inc()
+        key = await self._client.upload_image(data, priority=priority, filename=_filename(data), deadline=deadline)
+        try:
+            await self._db(self._store.put, digest, key, self._clock())
+        except sqlite3.Error as e:
+            log.warning("image key store not writable, picture will be uploaded again next time: %s", e)
+        return key
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        def locked() -> T:
+            with self._store.lock:
+                return fn(*args)
+
+        return await asyncio.to_thread(locked)
