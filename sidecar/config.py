@@ -106,7 +106,7 @@ HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True)
 
 
 # --------------------------------------------------------------------------- sections
@@ -114,16 +114,24 @@ class _Model(BaseModel):
 
 class RateLimit(_Model):
     per_second: int = Field(gt=0)
+    """Requests allowed in any rolling second."""
     per_minute: int = Field(gt=0)
+    """Requests allowed in any rolling minute."""
 
 
 class FlashdutyConfig(_Model):
     api_host: HttpUrl = "https://api.flashcat.cloud"
+    """Flashduty API base URL."""
     integration_key: SecretStr
+    """Standard Alert integration key, for image upload and alert push. Secret: `${VAR}` only."""
     app_key: SecretStr | None = None
+    """APP key for `/alert/list` (startup reconcile and the `alerts` command). Optional. Secret."""
     timeout: Duration = 10.0
+    """Timeout of one HTTP request to Flashduty."""
     upload_rate: RateLimit = RateLimit(per_second=5, per_minute=50)
+    """Image upload limit, per account (Flashduty documents 5/s and 50/min)."""
     push_rate: RateLimit = RateLimit(per_second=100, per_minute=1000)
+    """Alert push limit, per integration (Flashduty documents 100/s and 1000/min)."""
 
     @field_validator("timeout")
     @classmethod
@@ -135,16 +143,24 @@ class FlashdutyConfig(_Model):
 
 class BasicAuth(_Model):
     username: str = Field(min_length=1)
+    """User name."""
     password: SecretStr
+    """Password. Secret: `${VAR}` only."""
 
 
 class GrafanaConfig(_Model):
     url: HttpUrl = "http://localhost:3000"
+    """Grafana base URL as the sidecar reaches it (in a pod: `http://localhost:3000`)."""
     org_id: int = Field(default=1, ge=1)
+    """Grafana organisation of the dashboards."""
     token: SecretStr | None = None
+    """Service-account token (Viewer is enough). Sent only to requests for this origin. Secret."""
     basic_auth: BasicAuth | None = None
+    """Basic auth instead of a token: `{username, password}`."""
     theme: Literal["dark", "light"] = "dark"
+    """Theme of the pictures: `dark` or `light`."""
     timezone: str = "UTC"
+    """IANA time zone of the pictures' time axis (URL `tz=` and the browser), and of `cron` schedules."""
 
     @field_validator("timezone")
     @classmethod
@@ -173,17 +189,29 @@ ImageFormat = Literal["png", "jpeg", "webp"]
 
 class CaptureConfig(_Model):
     browser_path: str = ""
+    """Chromium executable; empty uses Playwright's own browser."""
     concurrency: int = Field(default=2, ge=1, le=16)
+    """Captures running at once (one warm browser, one context each)."""
     timeout: Duration = 20.0
+    """Longest one capture may take, navigation to pixels; then it is classified `timeout`."""
     image_budget: Duration = 15.0
+    """Longest an alert waits for its pictures; missing ones follow in an update event."""
     width: int = Field(default=1000, ge=100, le=3000)
+    """Viewport width in CSS pixels."""
     height: int = Field(default=500, ge=100, le=3000)
+    """Viewport height in CSS pixels."""
     scale: float = Field(default=1.0, ge=0.5, le=4.0)
+    """Device scale factor (2 gives sharper pictures on phones)."""
     format: ImageFormat = "png"
-    quality: int = Field(default=85, ge=10, le=100)  # jpeg/webp starting quality
-    cache_ttl: Duration = 60.0  # identical captures within this window share one picture
-    recycle_after: int = Field(default=500, ge=1)  # relaunch the browser after N captures
-    max_browser_rss_mb: int = Field(default=1024, ge=64)  # relaunch above this RSS (all Chromium processes)
+    """Picture format: `png`, `jpeg` or `webp`; always kept under Flashduty's 5 MB."""
+    quality: int = Field(default=85, ge=10, le=100)
+    """Starting quality for jpeg/webp (lowered only to fit 5 MB)."""
+    cache_ttl: Duration = 60.0
+    """Identical captures (same panel, window, vars, size, theme) within this time share one picture."""
+    recycle_after: int = Field(default=500, ge=1)
+    """Relaunch the browser after this many captures."""
+    max_browser_rss_mb: int = Field(default=1024, ge=64)
+    """Relaunch the browser when all its processes together use more memory than this."""
 
     @field_validator("timeout", "image_budget")
     @classmethod
@@ -195,9 +223,13 @@ class CaptureConfig(_Model):
 
 class ServerConfig(_Model):
     listen: str = "0.0.0.0:9464"
+    """Address of `/healthz`, `/readyz`, `/metrics` and `/webhook/alertmanager`."""
     webhook_token: SecretStr | None = None
+    """When set, webhooks must send `Authorization: Bearer <token>`. Secret."""
     webhook_max_body: int = Field(default=1024 * 1024, ge=1024)
+    """Largest webhook body accepted, in bytes (larger: 413)."""
     shutdown_grace: Duration = 20.0
+    """On SIGTERM, how long in-flight deliveries may finish; the rest stays in the outbox."""
 
     @field_validator("listen")
     @classmethod
@@ -224,35 +256,58 @@ class ServerConfig(_Model):
 
 
 class DeliveryConfig(_Model):
-    max_attempts: int = Field(default=10, ge=1)  # per event, 429s not counted; then dead letter
-    resend_interval: Duration = 300.0  # re-send still-firing alerts (Flashduty budget: keep it ≥ 1m)
+    max_attempts: int = Field(default=10, ge=1)
+    """Attempts per event before the dead-letter table (429 answers do not count)."""
+    resend_interval: Duration = 300.0
+    """Re-send still-firing alerts this often (mind Flashduty's push budget)."""
     recapture_on_resend: bool = False
-    image_cache_ttl: Duration = 86400.0  # sha256 → image_key memory
+    """Take fresh pictures on re-sends too."""
+    image_cache_ttl: Duration = 86400.0
+    """How long an uploaded picture's `image_key` is reused for identical bytes."""
     workers: int = Field(default=4, ge=1, le=64)
+    """Events delivered in parallel."""
 
 
 class DatasourceConfig(_Model):
     name: str = Field(min_length=1)
+    """Name that rules refer to."""
     type: Literal["prometheus"] = "prometheus"
+    """Only `prometheus` (any Prometheus-compatible `/api/v1/query`)."""
     url: HttpUrl
+    """Base URL; `/api/v1/query` is appended."""
     timeout: Duration = 10.0
+    """Query timeout."""
     bearer_token: SecretStr | None = None
+    """Bearer token for the datasource. Secret."""
     basic_auth: BasicAuth | None = None
+    """Basic auth for the datasource: `{username, password}`."""
 
 
 class PanelConfig(_Model):
     dashboard: str = Field(min_length=1)
+    """Dashboard uid."""
     panel: int | str | None = None
-    title: str | None = None  # images[].alt; default: dashboard/panel
+    """Panel id (`4`) or Scenes key (`panel-4`); omit for the whole dashboard."""
+    title: str | None = None
+    """Picture caption (`images[].alt`); default: the panel's title, else `dashboard/panel`."""
     range: Duration | None = None
+    """Show the last `range` before the capture; default: a window around the alert's start."""
     from_: str | None = Field(default=None, alias="from")
+    """Start of the window, Grafana syntax (`now-6h`); with `to`, instead of `range`."""
     to: str | None = None
+    """End of the window, Grafana syntax (`now`)."""
     vars: dict[str, str] = Field(default_factory=dict)
+    """Dashboard variables (`var-<name>`), templated from the alert's labels."""
     width: int | None = Field(default=None, ge=100, le=3000)
+    """Overrides `capture.width`."""
     height: int | None = Field(default=None, ge=100, le=3000)
+    """Overrides `capture.height`."""
     scale: float | None = Field(default=None, ge=0.5, le=4.0)
+    """Overrides `capture.scale`."""
     theme: Literal["dark", "light"] | None = None
+    """Overrides `grafana.theme`."""
     format: ImageFormat | None = None
+    """Overrides `capture.format`."""
 
     @field_validator("panel", mode="before")
     @classmethod
@@ -282,20 +337,35 @@ SeverityName = Literal["Critical", "Warning", "Info"]
 
 class RuleConfig(_Model):
     name: str = Field(min_length=1, max_length=200)
+    """Unique rule name; `alertname` of its alerts and the `sidecar_rule` label in Flashduty."""
     source: RuleSource
+    """`prometheus` (PromQL), `grafana` (mirror Grafana-managed rules) or `schedule` (reports)."""
     datasource: str | None = None
+    """Datasource of a prometheus rule (optional when there is only one)."""
     expr: str | None = None
+    """PromQL expression of a prometheus rule; every result sample is an alert instance."""
     every: Duration | None = None
+    """Evaluation interval (default 30s); for a schedule rule, the report interval."""
     cron: str | None = None
+    """Schedule rules: 5-field cron in `grafana.timezone`, instead of `every`."""
     for_: Duration = Field(default=0.0, alias="for")
+    """How long an instance must stay true before it fires (Prometheus `for`)."""
     keep_firing_for: Duration = 0.0
+    """How long a firing instance keeps firing after its condition is gone."""
     severity: SeverityName = "Warning"
+    """`Critical`, `Warning` or `Info` while firing."""
     title: str | None = None
+    """Alert title (Jinja2 template; `{{ $labels.x }}`, `{{ $value }}`); default: the rule name."""
     description: str = ""
+    """Alert description (template)."""
     labels: dict[str, str] = Field(default_factory=dict)
+    """Labels added to every instance (templates allowed; they override the series' labels)."""
     annotations: dict[str, str] = Field(default_factory=dict)
+    """Extra template values, available as `annotations` (and `$annotations`)."""
     panels: list[PanelConfig] = Field(default_factory=list)
-    resend_interval: Duration | None = None  # default: delivery.resend_interval
+    """Grafana panels to capture for this rule's alerts."""
+    resend_interval: Duration | None = None
+    """Overrides `delivery.resend_interval` for this rule."""
 
     @field_validator("severity", mode="before")
     @classmethod
@@ -310,14 +380,19 @@ class RuleConfig(_Model):
 
 
 class RuleFileConfig(_Model):
-    path: str = Field(min_length=1)  # a file or a glob
-    datasource: str | None = None  # default: the only prometheus datasource
+    path: str = Field(min_length=1)
+    """A Prometheus rule file or glob, relative to this config file."""
+    datasource: str | None = None
+    """Datasource for its rules (optional when there is only one)."""
 
 
 class WebhookConfig(_Model):
     default_severity: SeverityName = "Warning"
+    """Severity of webhook alerts without a `severity` label."""
     panels_from_annotations: bool = True
-    panels: list[PanelConfig] = Field(default_factory=list)  # captured for every webhook alert
+    """Capture the panels named by `grafana_dashboard_uid`/`grafana_panel_id` (or Grafana's `__dashboardUid__`/`__panelId__`, `panelURL`)."""
+    panels: list[PanelConfig] = Field(default_factory=list)
+    """Panels captured for every webhook alert."""
 
     @field_validator("default_severity", mode="before")
     @classmethod
@@ -327,21 +402,34 @@ class WebhookConfig(_Model):
 
 class LogConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """`debug`, `info`, `warning` or `error`."""
     format: Literal["auto", "json", "text"] = "auto"
+    """`json`, `text`, or `auto` (JSON unless stdout is a terminal)."""
 
 
 class Config(_Model):
     flashduty: FlashdutyConfig
+    """Flashduty API and keys."""
     grafana: GrafanaConfig = GrafanaConfig()
+    """The Grafana whose panels are captured."""
     capture: CaptureConfig = CaptureConfig()
+    """Headless Chromium captures."""
     server: ServerConfig = ServerConfig()
+    """The sidecar's own HTTP server."""
     delivery: DeliveryConfig = DeliveryConfig()
+    """Outbox and re-sends."""
     log: LogConfig = LogConfig()
+    """Logging."""
     state_dir: str = "/var/lib/flashduty-sidecar"
+    """Directory of the SQLite outbox, rule state and image-key cache (emptyDir or PVC)."""
     datasources: list[DatasourceConfig] = Field(default_factory=list)
+    """Prometheus-compatible datasources for prometheus rules."""
     rules: list[RuleConfig] = Field(default_factory=list)
+    """Alert rules and scheduled reports."""
     rule_files: list[RuleFileConfig] = Field(default_factory=list)
+    """Prometheus rule files to load as prometheus rules (strings or `{path, datasource}`)."""
     webhook: WebhookConfig = WebhookConfig()
+    """Alerts received on `POST /webhook/alertmanager`."""
 
     @field_validator("rule_files", mode="before")
     @classmethod
@@ -433,9 +521,7 @@ def _describe(err: Any) -> str:
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected', '')} (got {value!r})"
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        sign = {"greater_than_equal": "≥", "greater_than": ">", "less_than_equal": "≤", "less_than": "<"}[
-            kind
-        ]
+        sign = {"greater_than_equal": "≥", "greater_than": ">", "less_than_equal": "≤", "less_than": "<"}[kind]
         bound = next(iter(ctx.values()))
         return f"must be {sign} {bound} (got {value!r})"
     if kind in ("int_parsing", "int_type", "int_from_float"):

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from sidecar.config import FlashdutyConfig
+from sidecar.config import FlashdutyConfig, RateLimit
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.errors import (
     FlashdutyAuthError,
@@ -325,6 +325,24 @@ async def test_429_past_the_deadline_raises_rate_limited(
     assert requests(sb, "upload") == 1
 
 
+async def test_priority_critical_enqueued_after_info_goes_first(sandbox: tuple[FlashdutySandbox, str]) -> None:
+    sb, url = sandbox
+    slow = cfg(url).model_copy(update={"upload_rate": RateLimit(per_second=1, per_minute=1000)})
+    c = FlashdutyClient(slow, metrics=Metrics(), time_scale=20)  # one upload per 50 ms
+    try:
+        first = asyncio.ensure_future(c.upload_image(png(30), priority=3))
+        await asyncio.sleep(0.01)  # admitted: the limiter is now saturated
+        infos = [asyncio.ensure_future(c.upload_image(png(31 + i), priority=3)) for i in range(3)]
+        await asyncio.sleep(0.01)
+        assert c.limiters["upload"].waiting == 3
+        critical = asyncio.ensure_future(c.upload_image(png(40), priority=1))
+        keys = await asyncio.gather(first, critical, *infos)
+    finally:
+        await c.close()
+    received = [image["image_key"] for image in sb.images.snapshot()]
+    assert received == keys  # first, then Critical, then the Info ones in FIFO order
+
+
 # ---------------------------------------------------------------------------- list_alerts
 
 
@@ -404,11 +422,11 @@ async def test_no_key_in_any_exception_or_log_record(
     ]
     sandboxed, redirected, refused = clients
     try:
+        assert await sandboxed.upload_image(png(24))  # a successful round trip logs too (debug)
         sb.add_fault("401", endpoint="upload", count=1)
         sb.add_fault("status", endpoint="push", status=500, count=1)
         sb.add_fault("hang", endpoint="push", seconds=5, count=1)
         sb.add_fault("429", endpoint="upload", count=1, retry_after="30")
-        assert await sandboxed.upload_image(png(24))  # a successful round trip logs too (debug)
         calls: list[Any] = [
             sandboxed.upload_image(png(20)),
             sandboxed.push_alert(build_payload(an_event(), [])),

@@ -228,7 +228,7 @@ def test_template_error_renders_marker_and_counts_once_logged(caplog: pytest.Log
     cfg = make_config({"title": "{{ $value | nosuchfilter }}", "description": "{{ 1 / 0 }}"})
     ev = evaluator(cfg, metrics)
     (e1,) = ev.evaluate([Sample({"instance": "a"}, 1)], T0)
-    (e2,) = ev.evaluate([Sample({"instance": "b"}, 1)], T0 + STEP)  # same templates again
+    (e2,) = ev.evaluate([Sample({"instance": "a"}, 1), Sample({"instance": "b"}, 1)], T0 + STEP)
     assert e1.title.startswith("<error expanding template: ")
     assert "nosuchfilter" in e1.title
     assert e2.description == "<error expanding template: ZeroDivisionError: division by zero>"
@@ -259,7 +259,7 @@ def test_first_event_and_ok_carry_panels_resend_does_not() -> None:
     assert first.status == "Warning" and first.event_time == T0 + 10 * STEP
     (p,) = first.panels
     assert (p.dashboard, p.panel, p.vars) == ("abc", "4", (("svc", "a"),))
-    assert p.time_from == str(int((T0 - 20 * 60) * 1000))  # active_at − max(2 × for, 30m)
+    assert p.time_from == str(int((T0 - 30 * 60) * 1000))  # active_at − max(2 × 10m, 30m)
     assert p.time_to == str(int((T0 + 10 * STEP) * 1000))
     assert resend.status == "Warning" and resend.panels == ()
     assert ok.status == "Ok" and ok.resolved_at == T0 + 13 * STEP
