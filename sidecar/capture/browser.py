@@ -202,8 +202,6 @@ class BrowserManager:
         finally:
             if ctx is not None:
                 with contextlib.suppress(Exception):
-                    await ctx.unroute_all(behavior="ignoreErrors")
-                with contextlib.suppress(Exception):
                     await ctx.close()
             await self._release(inst)
 

@@ -1,8 +1,9 @@
 """Encode a PNG screenshot as PNG, JPEG or WebP, never larger than a byte cap (default 5 MB).
 
 Flashduty (and most chat clients) reject big pictures, so the cap is a hard limit: for JPEG and
-WebP the quality steps down first, then the picture is downscaled (PNG is only downscaled) until
-it fits. The work is CPU-bound and synchronous; callers run it in a thread.
+WebP the quality steps down first, then the picture is downscaled (PNG is only downscaled, and
+re-encoded with ``optimize``) until it fits. A PNG that already fits is returned as is. The work is
+CPU-bound and synchronous; callers run it in a thread.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ __all__ = ["CONTENT_TYPES", "MAX_IMAGE_BYTES", "encode"]
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MIN_QUALITY = 40  # below this, text in a panel gets unreadable: downscale instead
 _QUALITY_STEP = 15
 _MIN_SIDE = 16
@@ -32,6 +34,9 @@ def encode(png: bytes, fmt: str = "png", quality: int = 85, max_bytes: int = MAX
         raise ValueError(f"unknown image format {fmt!r} (use png, jpeg or webp)")
     if max_bytes <= 0:
         raise ValueError("max_bytes must be > 0")
+    if fmt == "png" and len(png) <= max_bytes and png.startswith(_PNG_SIGNATURE):
+        # Chromium's PNG is already deflated: re-optimizing saves ~2 % for ~100 ms per picture
+        return png, CONTENT_TYPES["png"]
     with Image.open(io.BytesIO(png)) as opened:
         opened.load()
         image = _normalise(opened, fmt)

@@ -201,6 +201,8 @@ async def _wait_ready(
         if remaining <= 0:
             raise CaptureTimeout("wait_ready", url, readiness.waiting_for)
         probe = await _probe(page, remaining)
+        if probe is None:
+            continue  # the evaluation ran into the deadline: the loop reports the timeout
         facts = PageFacts(page.url, tracker.document_status, tracker.auth_failure, probe)
         early = terminal_class(facts)
         if early is not None:
@@ -210,13 +212,14 @@ async def _wait_ready(
         await asyncio.sleep(min(POLL_INTERVAL, max(deadline - clock(), 0)))
 
 
-async def _probe(page: Page, remaining: float) -> Probe:
-    """One evaluation of ``PROBE_JS``; a page in the middle of navigating gives an empty probe."""
+async def _probe(page: Page, remaining: float) -> Probe | None:
+    """One evaluation of ``PROBE_JS`` (None: it hit the deadline); a page in the middle of
+    navigating gives an empty probe."""
     try:
         async with asyncio.timeout(remaining):
             return Probe.from_js(await page.evaluate(PROBE_JS))
     except TimeoutError:
-        return Probe()
+        return None
     except PlaywrightError as e:
         if page.is_closed() or "closed" in str(e).splitlines()[0].lower():
             raise CaptureError(_browser_failure(e)) from None

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -140,6 +141,7 @@ class DeliveryPipeline:
         self._dispatcher: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._followups: dict[str, tuple[int, asyncio.Task[None]]] = {}  # alert_key → (event id, waiter)
         self.heartbeat = clock()
 
     # ------------------------------------------------------------------ lifecycle
@@ -160,6 +162,11 @@ class DeliveryPipeline:
     def running(self) -> bool:
         """The dispatcher is alive (for liveness, together with ``heartbeat``)."""
         return self._dispatcher is not None and not self._dispatcher.done()
+
+    @property
+    def idle(self) -> bool:
+        """No delivery, follow-up wait or picture drain in progress."""
+        return not self._inflight and not self._background
 
     async def stop(self, grace: float) -> None:
         """Stop claiming; let deliveries in flight finish within ``grace`` seconds.
@@ -210,10 +217,27 @@ class DeliveryPipeline:
         self._inflight.discard(task)
         self._wake.set()  # its key may have a queued successor
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
+
+    def _abandon_older_followup(self, alert_key: str, event_id: int) -> None:
+        """A newer state of the key was pushed: the late pictures of an older one are useless,
+        and uploading them would only spend the scarce upload quota. Stop waiting for them."""
+        entry = self._followups.get(alert_key)
+        if entry is not None and entry[0] < event_id:
+            entry[1].cancel()
+            log.info(
+                "late pictures of event %d abandoned: a newer event of %s was sent",
+                entry[0], _short_key(alert_key), extra={"alert_key": alert_key, "outcome": "dropped_stale"},
+            )  # fmt: skip
+
+    def _forget_followup(self, alert_key: str, task: asyncio.Task[None]) -> None:
+        entry = self._followups.get(alert_key)
+        if entry is not None and entry[1] is task:
+            del self._followups[alert_key]
 
     def _refresh_gauges(self) -> None:
         self._metrics.queue_depth.set(self._outbox.pending_count())
@@ -293,11 +317,15 @@ class DeliveryPipeline:
             self._metrics.delivery_seconds.observe(max(0.0, self._wall() - item.created_at))
         self._metrics.alerts_delivered.labels(ev.status, label).inc()
         self._refresh_gauges()
+        if not item.is_followup:
+            self._abandon_older_followup(ev.alert_key, item.id)
         self._log_line(item, "followup" if item.is_followup else "delivered", started, pics, sent, total)
         if pics is None:
             return
         if pics.pending and ev.status != "Ok":
-            self._spawn(self._follow_up(item, pics, sent, started), f"follow-up {item.id}")
+            task = self._spawn(self._follow_up(item, pics, sent, started), f"follow-up {item.id}")
+            self._followups[ev.alert_key] = (item.id, task)
+            task.add_done_callback(functools.partial(self._forget_followup, ev.alert_key))
         elif pics.pending:
             self._spawn(self._drain(pics, started + self._budget), f"drain {item.id}")
 

@@ -11,6 +11,9 @@ Every request acquires its quota's :class:`SlidingWindowLimiter` immediately bef
 call, and releases it when the answer (or the error) is in. Uploads, pushes and list calls have
 separate limiters, so an ``Ok`` push never waits behind image uploads.
 
+Logging: failures are logged at debug only (the delivery pipeline writes the one canonical line
+per alert, with the error); waiting out a 429 is logged at info.
+
 Keys travel only in the query string (``params=``), never in a log line or an exception:
 messages are built from the endpoint name, status and code, and anything coming from aiohttp
 is passed through :func:`redact` with the literal key values.
@@ -296,7 +299,7 @@ class FlashdutyClient:
             delay = limiter.on_rate_limited(result.retry_after)
             how = "Retry-After" if result.retry_after is not None else "backoff"
             if deadline is not None and limiter.gate_until > deadline:
-                log.warning(
+                log.info(
                     "flashduty %s rate limited (429); quota back in %.2fs (%s), after the deadline",
                     ep.name, delay, how, extra={"endpoint": ep.name, "request_id": result.request_id},
                 )  # fmt: skip
@@ -332,11 +335,11 @@ class FlashdutyClient:
         finally:
             self._metrics.request_seconds.labels(ep.name).observe(time.monotonic() - started)
         if failure is not None:  # raised here, outside `except`: no __context__ holding the URL
-            log.warning("flashduty %s failed: %s", ep.name, failure, extra={"endpoint": ep.name})
+            log.debug("flashduty %s failed: %s", ep.name, failure, extra={"endpoint": ep.name})
             raise failure
         result = self._interpret(ep, status, raw, header_id, retry_after)
         if isinstance(result, FlashdutyError) and not isinstance(result, FlashdutyRateLimited):
-            log.warning("flashduty %s failed: %s", ep.name, result, extra={"endpoint": ep.name})
+            log.debug("flashduty %s failed: %s", ep.name, result, extra={"endpoint": ep.name})
             raise result
         if not isinstance(result, FlashdutyError):
             log.debug(

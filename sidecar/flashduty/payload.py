@@ -33,6 +33,7 @@ __all__ = [
     "MAX_LABEL_VALUE",
     "MAX_SRC",
     "MAX_TITLE",
+    "RESERVED_PREFIXES",
     "ImageRef",
     "build_payload",
     "truncate",

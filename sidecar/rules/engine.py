@@ -183,7 +183,8 @@ class RuleEvaluator:
 
         for key, inst in list(self.instances.items()):
             if key in built:
-                if inst.state == "pending" and ts - inst.active_at >= self.for_:
+                # mirrored alerts fire at once, even if their activeAt is ahead of our clock
+                if inst.state == "pending" and (self.mirror or ts - inst.active_at >= self.for_):
                     inst.state, inst.fired_at = "firing", ts
                 continue
             if inst.state == "pending":

@@ -453,10 +453,10 @@ async def test_no_key_in_any_exception_or_log_record(
         for c in clients:
             await c.close()
         await runner.cleanup()
-    for e in errors:
-        texts = [str(e), repr(e), *map(str, e.args), "".join(traceback.format_exception(e))]
+    for err in errors:
+        texts = [str(err), repr(err), *map(str, err.args), "".join(traceback.format_exception(err))]
         assert all(KEY not in t for t in texts), texts
-        assert e.__cause__ is None and e.__context__ is None
+        assert err.__cause__ is None and err.__context__ is None
     assert caplog.records, "expected log records to check"
     for record in caplog.records:
         rendered = record.getMessage() + (record.exc_text or "") + str(record.__dict__)

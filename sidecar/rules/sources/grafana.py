@@ -38,14 +38,15 @@ class GrafanaRulesSource:
         self.grafana = grafana
         self.timeout = timeout
 
-    def _auth(self) -> tuple[aiohttp.BasicAuth | None, dict[str, str]]:
+    def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "X-Grafana-Org-Id": str(self.grafana.org_id)}
         g = self.grafana
         if g.token is not None:
             headers["Authorization"] = f"Bearer {g.token.get_secret_value()}"
-        if g.basic_auth is not None:
-            return aiohttp.BasicAuth(g.basic_auth.username, g.basic_auth.password.get_secret_value()), headers
-        return None, headers
+        elif g.basic_auth is not None:
+            auth = aiohttp.encode_basic_auth(g.basic_auth.username, g.basic_auth.password.get_secret_value())
+            headers["Authorization"] = auth
+        return headers
 
     async def fetch(self, ts: float) -> list[Sample]:
         samples: list[Sample] = []
@@ -62,13 +63,11 @@ class GrafanaRulesSource:
         raise SourceError(f"grafana: more than {_MAX_PAGES} pages of rules")
 
     async def _get(self, params: dict[str, str]) -> Any:
-        auth, headers = self._auth()
         try:
             async with self.session.get(
                 self.grafana.url + RULES_PATH,
                 params=params,
-                auth=auth,
-                headers=headers,
+                headers=self._headers(),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 allow_redirects=False,
             ) as resp:

@@ -32,26 +32,25 @@ class PrometheusSource:
         return await query_instant(self.session, self.datasource, self.expr, ts)
 
 
-def _auth(ds: DatasourceConfig) -> tuple[aiohttp.BasicAuth | None, dict[str, str]]:
+def _headers(ds: DatasourceConfig) -> dict[str, str]:
+    headers = {"Accept": "application/json"}
     if ds.basic_auth is not None:
-        return aiohttp.BasicAuth(ds.basic_auth.username, ds.basic_auth.password.get_secret_value()), {}
-    if ds.bearer_token is not None:
-        return None, {"Authorization": f"Bearer {ds.bearer_token.get_secret_value()}"}
-    return None, {}
+        auth = aiohttp.encode_basic_auth(ds.basic_auth.username, ds.basic_auth.password.get_secret_value())
+        headers["Authorization"] = auth
+    elif ds.bearer_token is not None:
+        headers["Authorization"] = f"Bearer {ds.bearer_token.get_secret_value()}"
+    return headers
 
 
 async def query_instant(session: aiohttp.ClientSession, ds: DatasourceConfig, expr: str, ts: float) -> list[Sample]:
     """Evaluate ``expr`` at ``ts`` (unix seconds); raises ``SourceError``."""
-    auth, headers = _auth(ds)
-    headers["Accept"] = "application/json"
     form = {"query": expr, "time": f"{ts:.3f}", "timeout": format_duration(ds.timeout)}
     where = f"datasource {ds.name!r}"
     try:
         async with session.post(
             f"{ds.url}/api/v1/query",
             data=form,
-            auth=auth,
-            headers=headers,
+            headers=_headers(ds),
             timeout=aiohttp.ClientTimeout(total=ds.timeout),
             allow_redirects=False,
         ) as resp:
