@@ -22,9 +22,9 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
@@ -33,7 +33,9 @@ from sidecar.capture.grafana import CaptureError
 from sidecar.config import CaptureConfig
 from sidecar.metrics import Metrics
 
-__all__ = ["BrowserManager", "chromium_processes", "process_rss_bytes"]
+__all__ = ["BrowserManager", "Lease", "chromium_processes", "process_rss_bytes"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("sidecar.capture")
 
@@ -116,10 +118,37 @@ class _Instance:
     in_flight: int = 0
     retired: str = ""  # reason, once retired
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    gone: asyncio.Event = field(default_factory=asyncio.Event)  # the process died or was closed
 
     @property
     def markers(self) -> list[str]:
         return [m for m in (self.workdir, self.user_data_dir) if m]
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A fresh browser context, and a way to run page work that stops if the browser dies."""
+
+    context: BrowserContext
+    _gone: asyncio.Event
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro``; if the browser dies first, cancel it and raise ``CaptureError``.
+
+        Playwright normally fails pending calls when the browser goes away; this makes sure a
+        crash is reported at once, whatever call the capture was waiting in.
+        """
+        work = asyncio.ensure_future(coro)
+        watch = asyncio.ensure_future(self._gone.wait())
+        try:
+            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, watch):
+                task.cancel()
+            await asyncio.gather(work, watch, return_exceptions=True)
+        if work.done() and not work.cancelled() and (work.exception() is None or not self._gone.is_set()):
+            return work.result()
+        raise CaptureError("the browser crashed during the capture")
 
 
 class BrowserManager:
@@ -187,7 +216,7 @@ class BrowserManager:
             self._playwright = None
 
     @contextlib.asynccontextmanager
-    async def context(self, **options: Any) -> AsyncIterator[BrowserContext]:
+    async def context(self, **options: Any) -> AsyncIterator[Lease]:
         """A fresh browser context on the current browser, closed when the block exits."""
         inst = await self._acquire()
         ctx: BrowserContext | None = None
@@ -198,11 +227,12 @@ class BrowserManager:
                 if not inst.browser.is_connected():
                     raise CaptureError("the browser crashed before the capture started") from None
                 raise
-            yield ctx
+            yield Lease(ctx, inst.gone)
         finally:
             if ctx is not None:
                 with contextlib.suppress(Exception):
-                    await ctx.close()
+                    async with asyncio.timeout(_CLOSE_TIMEOUT):
+                        await ctx.close()
             await self._release(inst)
 
     # ----------------------------------------------------------------- lifecycle
@@ -266,6 +296,7 @@ class BrowserManager:
             log.warning("browser relaunch failed: %s", _first_line(e))
 
     def _on_disconnected(self, inst: _Instance) -> None:
+        inst.gone.set()
         if self._closing or inst.retired:
             return
         log.warning("browser disconnected (pid %s): relaunching", inst.pid)

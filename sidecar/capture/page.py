@@ -111,6 +111,11 @@ async def install_auth(context: BrowserContext, *, grafana_url: str, authorizati
         return
     origin = origin_of(grafana_url)
     public = base_path(grafana_url) + "/public/"
+    # A page handed over by Playwright has no IP address space, so Chromium's Local Network
+    # Access check would block its requests to loopback/private hosts (plugins, images), which a
+    # browser next to Grafana is allowed to make: grant that to Grafana's origin.
+    parts = urlsplit(grafana_url)
+    await context.grant_permissions(["local-network-access"], origin=f"{parts.scheme}://{parts.netloc}")
 
     def matches(url: str) -> bool:
         if not url.startswith(("http://", "https://")) or origin_of(url) != origin:

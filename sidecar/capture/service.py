@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from playwright.async_api import BrowserContext, Page
 from playwright.async_api import Error as PlaywrightError
 
 from sidecar.capture.browser import BrowserManager
@@ -267,19 +268,20 @@ class CaptureService:
         url = state["url"]
         async with contextlib.AsyncExitStack() as stack:
             with timed(steps, "context", self._clock):
-                ctx = await stack.enter_async_context(self._browser.context(**_context_options(req)))
-                await install_auth(ctx, grafana_url=self._grafana.url, authorization=self._auth)
-                page = await ctx.new_page()
+                lease = await stack.enter_async_context(self._browser.context(**_context_options(req)))
+                page = await lease.run(self._new_page(lease.context))
                 tracker = NetworkTracker(self._grafana.url)
                 tracker.attach(page)
-            shot = await shoot(
-                page,
-                tracker,
-                url=url,
-                whole_dashboard=req.panel is None,
-                deadline=deadline,
-                steps=steps,
-                clock=self._clock,
+            shot = await lease.run(
+                shoot(
+                    page,
+                    tracker,
+                    url=url,
+                    whole_dashboard=req.panel is None,
+                    deadline=deadline,
+                    steps=steps,
+                    clock=self._clock,
+                )
             )
         if shot.png is None:
             return self._result(req, shot.cls, shot.detail, steps, state)
@@ -288,6 +290,10 @@ class CaptureService:
                 encode, shot.png, req.format, self._cfg.quality, MAX_IMAGE_BYTES
             )
         return self._result(req, shot.cls, shot.detail, steps, state, image, content_type)
+
+    async def _new_page(self, context: BrowserContext) -> Page:
+        await install_auth(context, grafana_url=self._grafana.url, authorization=self._auth)
+        return await context.new_page()
 
     def _result(
         self,

@@ -4,8 +4,9 @@ One SQLite file (``outbox.sqlite3`` under ``state_dir``), WAL journal, ``synchro
 ``put`` returns only once the event survives a power cut (so do ``put_followup``, ``fail`` and
 ``retry_dead_letter``). Claims, acks and releases commit without an fsync: losing one in a power
 cut only means an event is sent again. Everything runs on the caller's thread in small
-transactions (one ``BEGIN IMMEDIATE`` each, about one fsync per put); the daemon is the only
-writer.
+transactions (one ``BEGIN IMMEDIATE`` each, about one fsync per put: ~2 ms on a local disk).
+Besides the daemon, only the ``dead-letters`` CLI writes (SQLite's lock and a 30 s busy timeout
+serialise them); a requeued dead letter is picked up by the daemon's next poll.
 
 Tables::
 
@@ -25,8 +26,9 @@ Tables::
       claimed_at      REAL     lease: set while a worker delivers it, cleared by recover()
       last_error      TEXT     redacted
       request_id      TEXT     Flashduty request id of the last failure
-    dead_letters  events that failed permanently or ran out of attempts (same columns, plus
-                  failed_at; last_error NOT NULL)
+    dead_letters  events that failed permanently or ran out of attempts: id (the event's),
+                  alert_key, kind, priority, event, attachments, origin_id, created_at,
+                  attempts, failed_at, last_error (NOT NULL), request_id
     sent          per alert_key: the last *event* pushed (event_id, status, sent_at, request_id)
 
 Ordering rules, all enforced here:

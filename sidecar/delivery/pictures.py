@@ -93,13 +93,13 @@ class Picture:
         assert self.image_key is not None
         return StoredImage(self.panel, self.image_key, self.alt, self.href)
 
-    def missing_reason(self, budget: float) -> str:
-        """Why it is not in a push made now."""
+    def missing_reason(self, waited: str) -> str:
+        """Why it is not in a push made now, after ``waited`` (e.g. "the 15s image budget")."""
         if self.reason:
             return self.reason
         if self.state == "uploading":
             return "upload still queued behind the rate limit"
-        return f"capture not finished within the {budget:g}s image budget"
+        return f"capture not finished within {waited}"
 
 
 class PictureSet:
@@ -233,9 +233,9 @@ class PictureSet:
     def ready(self) -> list[StoredImage]:
         return [p.stored() for p in self.pictures if p.state == "done"]
 
-    def notes(self, budget: float) -> list[str]:
+    def notes(self, waited: str) -> list[str]:
         """One line per missing picture, for the description."""
-        return [f'Picture "{p.alt}" missing: {p.missing_reason(budget)}' for p in self.pictures if p.state != "done"]
+        return [f'Picture "{p.alt}" missing: {p.missing_reason(waited)}' for p in self.pictures if p.state != "done"]
 
     def log_fields(self) -> dict[str, list[dict[str, Any]]]:
         captures = [

@@ -5,14 +5,17 @@ of the pipeline follows from "no alert waits longer than ``capture.image_budget`
 pictures", even in a burst:
 
 * a **dispatcher** claims every due event from the outbox as soon as it is put (``kick``), up
-  to ``max_in_flight`` at once, and starts one delivery task per event. The budget clock of an
-  event starts at its claim, and claims are not rationed by a small worker pool: a pool of N
-  workers each holding an event for up to the budget would delay the (N+1)-th alert of a burst
-  by a whole budget. Capture and upload concurrency are bounded where they are spent (the
-  capture service, the upload rate limiter);
+  to ``max_in_flight`` at once, and starts one delivery task per event. Claims are not rationed
+  by a small worker pool: a pool of N workers each holding an event for up to the budget would
+  delay the (N+1)-th alert of a burst by a whole budget. Capture and upload concurrency are
+  bounded where they are spent (the capture service, the upload rate limiter);
 * a delivery captures all panels and uploads each usable picture concurrently (upload priority
-  = event priority), waits until they are all settled or the budget runs out, and pushes with
-  what it has; each missing picture gets a line in the description saying why;
+  = event priority), waits until they are all settled or its picture deadline passes, and
+  pushes with what it has; each missing picture gets a line in the description saying why.
+  The deadline makes the budget hold end to end (put → Flashduty): it is the claim time plus
+  the budget, minus the time the event already spent queued, minus a push reserve (10 % of
+  the budget, ≤ 1 s); never less than the reserve itself (a retry still picks up cached
+  pictures);
 * pushes go through ``delivery.workers`` slots (``_PushSlots``), served by priority (Ok first);
   the push is never bounded by a deadline: the alert must go out;
 * late pictures keep coming in the background; when they are in, the event's **follow-up** is
@@ -46,7 +49,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any
 
 from sidecar.config import Config
-from sidecar.delivery.outbox import FailResult, Outbox, OutboxItem, StoredImage
+from sidecar.delivery.outbox import FOLLOWUP_PRIORITY_OFFSET, FailResult, Outbox, OutboxItem, StoredImage
 from sidecar.delivery.pictures import CaptureLike, PictureSet, UploaderLike
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.errors import FlashdutyError, FlashdutyRateLimited
@@ -60,6 +63,8 @@ log = logging.getLogger("sidecar.delivery")
 IDLE_POLL = 5.0  # dispatcher wakes at least this often (gauges, heartbeat)
 MAX_IN_FLIGHT = 256
 FOLLOWUP_WINDOW = 600.0  # how long late pictures may take before they are abandoned
+PUSH_RESERVE = 0.1  # share of the image budget kept for the push itself...
+MAX_PUSH_RESERVE = 1.0  # ... at most this many seconds
 
 
 class _PushSlots:
@@ -153,6 +158,13 @@ class DeliveryPipeline:
         self._outbox.recover()
         self._refresh_gauges()
         self._dispatcher = asyncio.create_task(self._dispatch(), name="delivery dispatcher")
+        self._dispatcher.add_done_callback(self._dispatcher_done)
+
+    @staticmethod
+    def _dispatcher_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # the outbox is unusable (disk full, file gone): liveness must fail, not hide it
+            log.critical("delivery dispatcher died; no alert is being sent", exc_info=task.exception())
 
     def kick(self) -> None:
         """Something was put in the outbox: claim it now."""
@@ -267,20 +279,23 @@ class DeliveryPipeline:
                 return
             images, notes = list(item.images), list(item.notes)
         else:
-            pics = self._pictures(item, started)
+            deadline = self._picture_deadline(item, started)
+            pics = self._pictures(item, started, deadline)
             pics.start()
         try:
             if pics is not None:
-                await pics.wait(started + self._budget, self._hurry, lambda: self._hurry_at)
-                images, notes = pics.ready(), pics.notes(self._budget)
+                await pics.wait(deadline, self._hurry, lambda: self._hurry_at)
+                images, notes = pics.ready(), pics.notes(f"the {self._budget:g}s image budget")
             payload = build_payload(
                 ev,
                 [ImageRef(i.src, i.alt, i.href) for i in images],
                 notes,
                 allowed_reserved=self._reserved.get(ev.rule, ()),
             )
-            async with self._slots.acquire(ev.priority):
-                await self._client.push_alert(payload, priority=ev.priority)
+            # a follow-up only adds pictures: it yields to every fresh alert
+            priority = ev.priority + (FOLLOWUP_PRIORITY_OFFSET if item.is_followup else 0)
+            async with self._slots.acquire(priority):
+                await self._client.push_alert(payload, priority=priority)
         except FlashdutyError as e:
             self._on_failure(item, e, pics, started)
             return
@@ -292,17 +307,29 @@ class DeliveryPipeline:
         self._outbox.ack(item.id)
         self._on_delivered(item, started, pics, len(images))
 
-    def _pictures(self, item: OutboxItem, started: float) -> PictureSet:
+    def _picture_deadline(self, item: OutboxItem, started: float) -> float:
+        """When to stop waiting for pictures and push.
+
+        The budget is end to end, from the event's put to Flashduty's answer: time spent queued
+        in the outbox counts, and a reserve (10 % of the budget, at most 1 s) is kept for the
+        push itself. An event already late (a retry, a restart) still gets the reserve for the
+        pictures that are quick to get (capture cache, image-key cache).
+        """
+        reserve = min(MAX_PUSH_RESERVE, self._budget * PUSH_RESERVE)
+        queued = max(0.0, self._wall() - item.created_at)
+        return started + max(reserve, self._budget - reserve - queued)
+
+    def _pictures(self, item: OutboxItem, started: float, deadline: float) -> PictureSet:
         ok = item.event.status == "Ok"
-        # an Ok's pictures are worth nothing after its push (no follow-up): bound them by the budget
-        window = self._budget if ok else self._followup_window
+        # an Ok's pictures are worth nothing after its push (no follow-up): bound them by its deadline
+        window = deadline - started if ok else self._followup_window
         return PictureSet(
             item.event.panels,
             have=item.images,
             capture=self._capture,
             uploader=self._uploader,
             priority=item.event.priority,
-            capture_timeout=min(self._capture_timeout, self._budget) if ok else self._capture_timeout,
+            capture_timeout=min(self._capture_timeout, window) if ok else self._capture_timeout,
             upload_deadline=time.monotonic() + window - (self._clock() - started),
             clock=self._clock,
         )
@@ -327,7 +354,7 @@ class DeliveryPipeline:
             self._followups[ev.alert_key] = (item.id, task)
             task.add_done_callback(functools.partial(self._forget_followup, ev.alert_key))
         elif pics.pending:
-            self._spawn(self._drain(pics, started + self._budget), f"drain {item.id}")
+            self._spawn(self._drain(pics, started + self._budget), f"drain {item.id}")  # bounded anyway
 
     def _on_failure(self, item: OutboxItem, e: FlashdutyError, pics: PictureSet | None, started: float) -> None:
         ready = pics.ready() if pics is not None else list(item.images)
@@ -360,7 +387,7 @@ class DeliveryPipeline:
                 extra={"alert_key": item.event.alert_key, "rule": item.event.rule, **pics.log_fields()},
             )  # fmt: skip
             return
-        fid = self._outbox.put_followup(item.id, item.event, ready, pics.notes(self._budget))
+        fid = self._outbox.put_followup(item.id, item.event, ready, pics.notes(f"{self._followup_window:g}s"))
         if fid is None:
             self._log_line(item, "dropped_stale", started, pics, len(ready), pics.total)
             return

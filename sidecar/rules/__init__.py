@@ -1,1 +1,10 @@
-"""flashduty-sidecar."""
+"""Rules: sources → samples → alert instances (Prometheus semantics) → ``AlertEvent``s for the sink.
+
+* ``engine``: ``RuleEvaluator``, the per-rule instance state machine;
+* ``templates``: sandboxed Jinja2 with Prometheus spelling (``$labels``, ``$value``, ``humanize``);
+* ``window``: panels → fully resolved ``PanelCapture``s (time window, size, vars);
+* ``state``: SQLite persistence of instances, heartbeats and webhook fingerprints;
+* ``scheduler``: ``RuleScheduler``, one APScheduler job per rule;
+* ``sources``: ``prometheus`` (instant query), ``grafana`` (mirror Grafana-managed alerts),
+  ``schedule`` (reports), ``webhook`` (Alertmanager / Grafana contact point receiver).
+"""

@@ -1,6 +1,6 @@
 """Runs every rule on its schedule with APScheduler 3.x, feeding events to the sink.
 
-One ``AsyncIOScheduler`` (created in ``start()``, inside the running loop), one ``async`` job per
+One ``AsyncIOScheduler`` (created in ``await start()``, on the running loop), one ``async`` job per
 rule with ``max_instances=1``, ``coalesce=True`` and ``misfire_grace_time`` of half the interval:
 an overrunning or late evaluation is *skipped*, like Prometheus and vmalert do, and counted in
 ``rule_evaluations_skipped_total``. Interval rules run at a fixed, deterministic offset inside
@@ -86,7 +86,7 @@ def slot_offset(name: str, interval: float) -> float:
 
 
 class RuleScheduler:
-    """Owns the rule jobs. ``start()`` inside the loop, ``await shutdown()`` at exit."""
+    """Owns the rule jobs: ``await start()``, ``await reload(cfg)``, ``await shutdown()``."""
 
     def __init__(
         self,
@@ -110,6 +110,7 @@ class RuleScheduler:
         self._scheduler: AsyncIOScheduler | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._loaded = False
         self.heartbeat: float = 0.0
 
     # ------------------------------------------------------------------ lifecycle
@@ -122,17 +123,10 @@ class RuleScheduler:
         entry = self._entries.get(name)
         return entry.evaluator if entry else None
 
-    def start(self) -> None:
-        """Restore state and schedule every rule. Call from inside the running event loop."""
+    async def start(self) -> None:
+        """Restore state and schedule every rule, on the running event loop."""
         loop = asyncio.get_running_loop()
-        gone = self._state.drop_rules_except(r.name for r in self.cfg.rules)
-        if gone:
-            log.info("forgot the state of removed rules", extra={"rules": gone})
-        now = self._clock()
-        for rule in self.cfg.rules:
-            self._entries[rule.name] = self._build(rule, self.cfg)
-            instances, last_eval_at = self._state.load_rule(rule.name)
-            self._entries[rule.name].evaluator.restore(instances, last_eval_at=last_eval_at, now=now)
+        self._load()
         sched = AsyncIOScheduler(event_loop=loop, timezone=UTC)
         sched.add_listener(self._on_job_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED | EVENT_JOB_ERROR)
         self._scheduler = sched
@@ -141,6 +135,20 @@ class RuleScheduler:
         sched.add_job(self._beat, IntervalTrigger(seconds=HEARTBEAT_EVERY), id="heartbeat", coalesce=True)
         self.heartbeat = self._clock()
         sched.start()
+
+    def _load(self) -> None:
+        """Build the evaluators and restore their instances from the state file (once)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        gone = self._state.drop_rules_except(r.name for r in self.cfg.rules)
+        if gone:
+            log.info("forgot the state of removed rules", extra={"rules": gone})
+        now = self._clock()
+        for rule in self.cfg.rules:
+            entry = self._entries[rule.name] = self._build(rule, self.cfg)
+            instances, last_eval_at = self._state.load_rule(rule.name)
+            entry.evaluator.restore(instances, last_eval_at=last_eval_at, now=now)
 
     async def shutdown(self) -> None:
         """Stop scheduling, cancel running evaluations and wait for them."""
@@ -169,6 +177,7 @@ class RuleScheduler:
         """Replace the jobs; rules keeping their name keep their instances (and their state row);
         renamed or removed rules are forgotten. An evaluation already querying finishes with the
         new settings; one whose rule was removed is discarded."""
+        self._load()
         old, self.cfg = self._entries, new_cfg
         self._entries = {}
         for rule in new_cfg.rules:
@@ -196,6 +205,7 @@ class RuleScheduler:
 
     async def evaluate_now(self, name: str) -> list[AlertEvent]:
         """Run one evaluation of ``name`` now; returns the events the sink accepted."""
+        self._load()
         return await self._run(name)
 
     async def _job(self, name: str) -> None:

@@ -57,7 +57,7 @@ async def test_kill9_in_the_middle_of_a_burst_loses_nothing(tmp_path: Path) -> N
         outbox = Outbox.in_dir(state)
         leased, pending = outbox.in_flight_count(), outbox.pending_count()
         outbox.close()
-        assert pending == N - len(before & keys) or pending >= N - len(before & keys)
+        assert pending >= N - len(before & keys)  # delivered but not acked: sent again
         assert leased > 0, "nothing was in flight at the kill"
 
         second = await spawn(state, url, tmp_path / "run2.log")

@@ -202,7 +202,9 @@ SCENES_DONE = Probe(body=True, ready_state="complete", hash="1:1", scenes=True, 
 
 
 def feed(r: Readiness, probes: list[Probe], *, inflight: int = 0, query_seen: bool = False) -> list[bool]:
-    return [r.update(p, inflight=inflight, query_seen=query_seen, now=r.started + 0.1 * i) for i, p in enumerate(probes)]
+    return [
+        r.update(p, inflight=inflight, query_seen=query_seen, now=r.started + 0.1 * i) for i, p in enumerate(probes)
+    ]
 
 
 def test_scenes_ready_after_queries_finish_and_dom_is_stable_twice() -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,11 +64,17 @@ class ScriptedService(CaptureService):
         )
 
 
-def make(clock: FakeClock | None = None, **capture: object) -> tuple[ScriptedService, Metrics]:
+def make(
+    clock: FakeClock | None = None,
+    outcomes: dict[str | None, CaptureClass] | None = None,
+    **capture: object,
+) -> tuple[ScriptedService, Metrics]:
     metrics = Metrics()
     cfg = CaptureConfig(**capture)  # type: ignore[arg-type]
     grafana = GrafanaConfig(url="http://grafana:3000", token=SecretStr(TOKEN))
-    service = ScriptedService(grafana=grafana, capture=cfg, metrics=metrics, clock=clock or FakeClock())
+    service = ScriptedService(
+        outcomes=outcomes, grafana=grafana, capture=cfg, metrics=metrics, clock=clock or FakeClock()
+    )
     return service, metrics
 
 
@@ -228,22 +237,24 @@ capture: {width: 1200, height: 600, scale: 2, format: webp}
         env={"K": "k"},
     )
     r = request_from_config(cfg, dashboard="abc", panel="panel-3", vars=[("service", "api")])
-    assert (r.width, r.height, r.scale, r.format, r.theme, r.timezone) == (1200, 600, 2.0, "webp", "light", "Europe/Paris")
+    assert (r.width, r.height, r.scale, r.format, r.theme, r.timezone) == (
+        1200,
+        600,
+        2.0,
+        "webp",
+        "light",
+        "Europe/Paris",
+    )
     assert (r.time_from, r.time_to, r.vars) == ("now-1h", "now", (("service", "api"),))
 
 
 def test_proc_helpers_find_processes_by_marker_and_sum_rss(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     marker = str(tmp_path / "marker-dir")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
     try:
         for _ in range(100):
             if chromium_processes([marker]):
                 break
-            import time
-
             time.sleep(0.02)
         assert chromium_processes([marker]) == [child.pid]
         assert process_rss_bytes([child.pid]) > 1024 * 1024

@@ -29,10 +29,11 @@ import hmac
 import json
 import logging
 import math
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
@@ -43,11 +44,11 @@ from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, EventStatus, PanelCapture, alert_key
 from sidecar.rules.engine import EventSink, normalize_severity
 from sidecar.rules.sources.grafana import parse_time
-from sidecar.rules.state import RuleState, WebhookAlert
+from sidecar.rules.state import WebhookAlert
 from sidecar.rules.templates import TemplateEngine
 from sidecar.rules.window import panel_captures, panels_from_annotations
 
-__all__ = ["RULE_NAME", "PayloadError", "WebhookAlertIn", "make_webhook_handler", "parse_payload"]
+__all__ = ["RULE_NAME", "PayloadError", "WebhookAlertIn", "WebhookStore", "make_webhook_handler", "parse_payload"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,14 @@ VERSIONS = {"4": "Alertmanager", "1": "Grafana"}
 _PRUNE_EVERY = 3600.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class WebhookStore(Protocol):
+    """The part of ``RuleState`` the handler uses."""
+
+    def webhook_get(self, fingerprint: str) -> WebhookAlert | None: ...
+    def webhook_put(self, alert: WebhookAlert) -> None: ...
+    def webhook_prune(self, now: float) -> int: ...
 
 
 class PayloadError(ValueError):
@@ -240,7 +249,7 @@ def make_webhook_handler(
     *,
     cfg: Config | Callable[[], Config],
     sink: EventSink,
-    state: RuleState,
+    state: WebhookStore,
     metrics: Metrics,
     clock: Callable[[], float] = time.time,
     templates: TemplateEngine | None = None,
@@ -298,14 +307,17 @@ def make_webhook_handler(
                         updated_at=now,
                     )
                 )
-            if now - last_prune[0] >= _PRUNE_EVERY:
-                last_prune[0] = now
-                state.webhook_prune(now)
         # The outbox or the state file failed (disk full, locked, closed). Whatever it was, the
         # sender must retry: 503. Events already stored are not repeated (state diff).
         except Exception:
             log.exception("webhook: could not store events", extra={"forwarded": sent})
             return answer("unavailable", 503, {"error": "could not store the alerts; retry later"})
+        if now - last_prune[0] >= _PRUNE_EVERY:
+            last_prune[0] = now
+            try:
+                state.webhook_prune(now)
+            except sqlite3.Error as e:  # housekeeping only: the events are already stored
+                log.warning("webhook: could not prune old fingerprints", extra={"error": str(e)})
         log.info(
             "webhook received",
             extra={"source": VERSIONS[version], "alerts": len(alerts), "events": sent},

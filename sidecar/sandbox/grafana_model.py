@@ -1,0 +1,204 @@
+"""Dashboards, panels and the data they show, for the Grafana sandbox (``grafana.py``).
+
+Two built-in dashboards: ``sandbox`` (a Scenes dashboard, Grafana ≥ 11) whose panels cover the
+cases a capture must tell apart (slow, stuck, empty, broken, metric-driven), and
+``sandbox-legacy`` (pre-Scenes). Data is deterministic pseudo-random around a baseline, so the
+same window always draws the same picture, and is shaped like the frames Grafana's Prometheus
+datasource returns from ``POST /api/ds/query``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FOLDER_UID = "sandbox-folder"
+FOLDER_TITLE = "Sandbox"
+_REL_TIME = re.compile(r"^now(?:-(\d+)([smhdwMy]))?$")
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_UNIT_MS |= {"M": 30 * 86_400_000, "y": 365 * 86_400_000}
+BROKEN_MESSAGE = 'Post "http://prometheus:9090/api/v1/query_range": dial tcp: connection refused'
+
+Behaviour = Literal["series", "stuck", "empty", "error", "metric"]
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One built-in panel; ``delay`` None means the sandbox's ``query_delay``."""
+
+    id: int
+    title: str
+    behaviour: Behaviour
+    metric: str = ""
+    delay: float | None = None
+    base: float = 1.0
+    amplitude: float = 0.3
+    grid: tuple[int, int, int, int] = (0, 0, 12, 8)  # x, y, w, h in Grafana grid units
+
+    def to_json(self) -> dict[str, Any]:
+        x, y, w, h = self.grid
+        return {
+            "id": self.id,
+            "title": self.title,
+            "type": "timeseries",
+            "gridPos": {"h": h, "w": w, "x": x, "y": y},
+            "datasource": {"type": "prometheus", "uid": "sandbox-prometheus"},
+            "targets": [{"refId": "A", "expr": self.metric}],
+        }
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """A built-in dashboard; ``scenes`` False emulates pre-Scenes (legacy) Grafana."""
+
+    uid: str
+    title: str
+    slug: str
+    scenes: bool
+    panels: tuple[Panel, ...]
+    variables: dict[str, str] = field(default_factory=dict)
+
+    def panel(self, raw: str) -> Panel | None:
+        """Resolve ``panelId``: digits, or (Scenes only) a ``panel-<id>`` key."""
+        match = re.fullmatch(r"panel-(\d+)", raw) if self.scenes else None
+        digits = match.group(1) if match else raw
+        if not digits.isdigit():
+            return None
+        return next((p for p in self.panels if p.id == int(digits)), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """``GET /api/dashboards/uid/<uid>`` body."""
+        templating = [
+            {"name": k, "type": "custom", "current": {"text": v, "value": v}, "query": v}
+            for k, v in self.variables.items()
+        ]
+        dashboard = {
+            "id": 1 if self.scenes else 2,
+            "uid": self.uid,
+            "title": self.title,
+            "tags": ["sandbox"],
+            "timezone": "browser",
+            "schemaVersion": 39 if self.scenes else 36,
+            "version": 1,
+            "time": {"from": "now-6h", "to": "now"},
+            "templating": {"list": templating},
+            "panels": [p.to_json() for p in self.panels],
+        }
+        meta = {
+            "type": "db",
+            "slug": self.slug,
+            "url": f"/d/{self.uid}/{self.slug}",
+            "folderUid": FOLDER_UID,
+            "folderTitle": FOLDER_TITLE,
+            "canSave": False,
+            "canEdit": False,
+            "provisioned": True,
+            "version": 1,
+        }
+        return {"dashboard": dashboard, "meta": meta}
+
+
+def builtin_dashboards(query_delay: float) -> dict[str, Dashboard]:
+    """The two dashboards every sandbox serves (uids ``sandbox`` and ``sandbox-legacy``)."""
+    scenes = Dashboard(
+        uid="sandbox",
+        title="Sandbox services",
+        slug="sandbox-services",
+        scenes=True,
+        variables={"service": "checkout"},
+        panels=(
+            Panel(1, "Request rate", "series", "requests", query_delay, 120.0, 30.0, (0, 0, 12, 8)),
+            Panel(2, "Error rate", "series", "error_ratio", 3.0, 2.0, 1.0, (12, 0, 12, 8)),
+            Panel(3, "Stuck query", "stuck", "stuck", grid=(0, 8, 12, 8)),
+            Panel(4, "Empty", "empty", "absent", query_delay, grid=(12, 8, 12, 8)),
+            Panel(5, "Broken", "error", "broken", query_delay, grid=(0, 16, 12, 8)),
+            Panel(6, "Checkout errors", "metric", "errors", query_delay, 0.2, 0.15, (12, 16, 12, 8)),
+        ),
+    )
+    legacy = Dashboard(
+        uid="sandbox-legacy",
+        title="Legacy dashboard",
+        slug="legacy-dashboard",
+        scenes=False,
+        panels=(
+            Panel(1, "Request rate", "series", "requests", query_delay, 120.0, 30.0, (0, 0, 12, 8)),
+            Panel(2, "Slow", "series", "slow_requests", 3.0, 0.8, 0.3, (12, 0, 12, 8)),
+        ),
+    )
+    return {d.uid: d for d in (scenes, legacy)}
+
+
+def parse_time(raw: Any, now_ms: int) -> int:
+    """Grafana time: epoch milliseconds (number or digits) or ``now[-N<unit>]``."""
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return int(raw)
+    text = str(raw).strip()
+    if text.isdigit():
+        return int(text)
+    match = _REL_TIME.match(text)
+    if match is None:
+        raise ValueError(f"cannot parse time {text!r}")
+    amount, unit = match.groups()
+    return now_ms - (int(amount) * _UNIT_MS[unit] if amount else 0)
+
+
+def panel_result(
+    panel: Panel, ref_id: str, labels: dict[str, str], window: tuple[int, int], metric: float
+) -> dict[str, Any]:
+    """One query's entry of ``results`` in a ``/api/ds/query`` answer (not for stuck panels)."""
+    if panel.behaviour == "error":
+        return {"error": BROKEN_MESSAGE, "errorSource": "downstream", "status": 500}
+    if panel.behaviour == "empty":
+        return {"status": 200, "frames": []}
+    times, values = series(panel, window, metric)
+    return {"status": 200, "frames": [frame(ref_id, panel.metric, labels, times, values)]}
+
+
+def series(panel: Panel, window: tuple[int, int], metric: float) -> tuple[list[int], list[float]]:
+    """About 100 points over the window; a metric panel ends at the current ``metric`` value."""
+    times = timestamps(*window)
+    seed = f"{panel.metric}:{panel.id}"
+    values = [noise(seed, t, panel.base, panel.amplitude) for t in times]
+    if panel.behaviour == "metric":
+        tail = max(1, len(times) // 10)
+        values[-tail:] = [max(metric, 0.0) + noise(seed, t, 0.0, 0.05) for t in times[-tail:]]
+    return times, values
+
+
+def timestamps(from_ms: int, to_ms: int) -> list[int]:
+    """About 100 points, aligned to a whole-second step, inside the window."""
+    step = max(1_000, math.ceil((to_ms - from_ms) / 100 / 1_000) * 1_000)
+    start = math.ceil(from_ms / step) * step
+    return list(range(start, to_ms + 1, step)) or [to_ms]
+
+
+def noise(seed: str, t: int, base: float, amplitude: float) -> float:
+    """Deterministic pseudo-random value around ``base`` (same window → same picture)."""
+    jitter = random.Random(f"{seed}:{t}").random() - 0.5
+    wave = math.sin(t / 900_000.0)
+    return round(base + amplitude * (0.6 * wave + 0.8 * jitter), 4)
+
+
+def frame(ref_id: str, metric: str, labels: dict[str, str], times: list[int], values: list[float]) -> dict[str, Any]:
+    """A data-plane frame (``timeseries-multi``) as Grafana's Prometheus datasource returns it.
+
+    The display name (legend) is ``metric{k=v,...}`` over the template variables.
+    """
+    display = metric + ("{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}" if labels else "")
+    interval = times[1] - times[0] if len(times) > 1 else 1_000
+    time_field = {"name": "Time", "type": "time", "typeInfo": {"frame": "time.Time"}, "config": {"interval": interval}}
+    value_field = {
+        "name": "Value",
+        "type": "number",
+        "typeInfo": {"frame": "float64"},
+        "labels": {"__name__": metric, **labels},
+        "config": {"displayNameFromDS": display},
+    }
+    meta = {"type": "timeseries-multi", "typeVersion": [0, 1]}
+    return {
+        "schema": {"refId": ref_id, "meta": meta, "fields": [time_field, value_field]},
+        "data": {"values": [times, values]},
+    }

@@ -1,0 +1,411 @@
+"""CaptureService in real Chromium against the sandbox Grafana on a loopback port.
+
+One sandbox, one "other origin" recorder and one service are shared by the module (one event
+loop for the module); tests that need their own credentials or browser lifecycle start their own
+service. Pictures are checked by pixels: the sandbox draws series in #73BF69 and its loading
+spinner / bar in blues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from PIL import Image, ImageChops
+from pydantic import SecretStr
+
+from sidecar.capture.browser import chromium_processes
+from sidecar.capture.grafana import CaptureClass
+from sidecar.capture.service import CaptureService, capture_once
+from sidecar.config import BasicAuth, CaptureConfig, GrafanaConfig, parse_config
+from sidecar.metrics import Metrics
+from sidecar.model import PanelCapture
+from sidecar.sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
+
+
+def find_chromium() -> str | None:
+    """``SIDECAR_CHROMIUM``, else ``chromium`` on PATH, else Debian's documented location."""
+    found = os.environ.get("SIDECAR_CHROMIUM") or shutil.which("chromium")
+    if found:
+        return found
+    return "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
+
+
+CHROMIUM = find_chromium()
+GREEN = (0x73, 0xBF, 0x69)  # sandbox series colour
+BLUES = ((0x6E, 0x9F, 0xFF), (0x3D, 0x71, 0xD9))  # sandbox spinner and loading bar
+BASIC = ("viewer", "viewer-s3cret")
+
+pytestmark = [
+    pytest.mark.chromium,
+    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: install chromium or set SIDECAR_CHROMIUM"),
+    pytest.mark.asyncio(loop_scope="module"),
+]
+
+
+@dataclass
+class Recorder:
+    """What a server saw: (method, path, Authorization header or None)."""
+
+    seen: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+    def count(self, method: str, prefix: str) -> int:
+        return sum(1 for m, p, _ in self.seen if m == method and p.startswith(prefix))
+
+
+@dataclass
+class Env:
+    url: str
+    sandbox: GrafanaSandbox
+    grafana_log: Recorder
+    other_log: Recorder
+    service: CaptureService
+    metrics: Metrics
+
+
+def recording(recorder: Recorder) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        recorder.seen.append((request.method, request.path, request.headers.get("Authorization")))
+        return await handler(request)
+
+    return middleware
+
+
+def png_1x1() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(out, format="PNG")
+    return out.getvalue()
+
+
+async def serve(app: web.Application, runners: list[web.AppRunner]) -> str:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    runners.append(runner)
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    return f"http://{host}:{port}"
+
+
+def capture_cfg(**kw: object) -> CaptureConfig:
+    base: dict[str, object] = {"browser_path": CHROMIUM, "timeout": "10s", "concurrency": 2}
+    base.update(kw)
+    return CaptureConfig(**base)  # type: ignore[arg-type]
+
+
+def grafana_cfg(url: str, *, token: str | None = DEFAULT_TOKEN, basic: tuple[str, str] | None = None) -> GrafanaConfig:
+    return GrafanaConfig(
+        url=url,
+        token=SecretStr(token) if token else None,
+        basic_auth=BasicAuth(username=basic[0], password=SecretStr(basic[1])) if basic else None,
+    )
+
+
+def panel(panel_id: str | None, dashboard: str = "sandbox", **kw: object) -> PanelCapture:
+    base: dict[str, object] = {"dashboard": dashboard, "panel": panel_id, "time_from": "now-1h", "time_to": "now"}
+    base.update(kw)
+    return PanelCapture(**base)  # type: ignore[arg-type]
+
+
+def colour_pixels(image: bytes, colour: tuple[int, int, int], tolerance: int = 24) -> int:
+    """How many pixels are within ``tolerance`` of ``colour`` on every channel."""
+    with Image.open(io.BytesIO(image)) as im:
+        channels = im.convert("RGB").split()
+    masks = [
+        ch.point(lambda v, c=c: 255 if abs(v - c) <= tolerance else 0) for ch, c in zip(channels, colour, strict=True)
+    ]
+    both = ImageChops.multiply(ImageChops.multiply(masks[0], masks[1]), masks[2])
+    return both.histogram()[255]
+
+
+def assert_shows_data(image: bytes | None) -> None:
+    assert image is not None
+    assert colour_pixels(image, GREEN) > 500, "the series is not drawn"
+    assert sum(colour_pixels(image, c, 10) for c in BLUES) < 20, "a loading indicator is visible"
+
+
+async def new_service(grafana: GrafanaConfig, **capture: object) -> tuple[CaptureService, Metrics]:
+    metrics = Metrics()
+    service = CaptureService(grafana=grafana, capture=capture_cfg(**capture), metrics=metrics)
+    await service.start()
+    return service, metrics
+
+
+def restarts(metrics: Metrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value("flashduty_sidecar_browser_restarts_total", {"reason": reason})
+    return value or 0.0
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def env() -> AsyncIterator[Env]:
+    runners: list[web.AppRunner] = []
+    other_log = Recorder()
+    other = web.Application(middlewares=[recording(other_log)])
+    pixel = png_1x1()
+
+    async def image(_request: web.Request) -> web.Response:
+        return web.Response(body=pixel, content_type="image/png")
+
+    async def sso(_request: web.Request) -> web.Response:
+        return web.Response(text='<div class="login-page">Sign in with SSO</div>', content_type="text/html")
+
+    other.router.add_get("/pixel.png", image)
+    other.router.add_get("/sso", sso)
+    other_url = await serve(other, runners)
+
+    sandbox = GrafanaSandbox(basic_auth=BASIC, external_resource_url=f"{other_url}/pixel.png")
+    grafana_log = Recorder()
+    app = sandbox.make_app()
+    app.middlewares.insert(0, recording(grafana_log))  # outermost: sees refused requests too
+    app.middlewares.append(sso_redirect(other_url))
+    url = await serve(app, runners)
+    service, metrics = await new_service(grafana_cfg(url))
+    try:
+        yield Env(url, sandbox, grafana_log, other_log, service, metrics)
+    finally:
+        markers = service.browser.markers
+        await service.close()
+        assert chromium_processes(markers) == []
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+def sso_redirect(other_url: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Dashboard ``sso``: its page redirects to an SSO login on the other origin."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/api/dashboards/uid/sso":
+            return web.json_response({"dashboard": {"title": "SSO", "panels": []}, "meta": {"slug": "sso"}})
+        if request.path.startswith("/d-solo/sso"):
+            raise web.HTTPFound(f"{other_url}/sso")
+        return await handler(request)
+
+    return middleware
+
+
+# --------------------------------------------------------------------------- classes
+
+
+async def test_fast_panel_ok_with_steps_title_and_url(env: Env) -> None:
+    t0 = time.monotonic()
+    result = await env.service.capture(panel("1"))
+    elapsed = time.monotonic() - t0
+    assert result.cls is CaptureClass.OK, result.detail
+    assert result.content_type == "image/png"
+    assert_shows_data(result.image)
+    with Image.open(io.BytesIO(result.image or b"")) as im:
+        assert im.size == (1000, 500)
+    assert result.title == "Request rate" and result.alt == "Request rate"
+    assert result.url.startswith(f"{env.url}/d-solo/sandbox/sandbox-services?orgId=1&panelId=1&")
+    assert result.url == env.service.panel_url(panel("1"))
+    assert {"slug", "context", "navigate", "wait_ready", "screenshot", "encode"} <= set(result.steps)
+    assert elapsed < 8
+
+
+async def test_slow_panel_waits_for_data_not_the_spinner(env: Env) -> None:
+    result = await env.service.capture(panel("2", width=600, height=300, scale=2))
+    assert result.cls is CaptureClass.OK, result.detail
+    assert result.steps["wait_ready"] >= 2.5  # the query takes 3 s server-side
+    assert_shows_data(result.image)
+    with Image.open(io.BytesIO(result.image or b"")) as im:
+        assert im.size == (1200, 600)  # device_scale_factor 2
+
+
+async def test_stuck_panel_times_out_without_a_picture(env: Env) -> None:
+    t0 = time.monotonic()
+    result = await env.service.capture(panel("3"), timeout=3)
+    elapsed = time.monotonic() - t0
+    assert result.cls is CaptureClass.TIMEOUT
+    assert result.image is None and not result.usable
+    assert "still loading after 3s (timeout" in result.detail
+    assert elapsed < 3 + 2
+
+
+async def test_empty_panel_is_no_data_and_keeps_the_picture(env: Env) -> None:
+    result = await env.service.capture(panel("4"))
+    assert result.cls is CaptureClass.NO_DATA, result.detail
+    assert result.usable
+
+
+async def test_broken_panel_is_panel_error_and_keeps_the_picture(env: Env) -> None:
+    result = await env.service.capture(panel("5"))
+    assert result.cls is CaptureClass.PANEL_ERROR, result.detail
+    assert "connection refused" in result.detail
+    assert result.usable
+
+
+async def test_unknown_dashboard_and_unknown_panel_are_not_found(env: Env) -> None:
+    before = env.grafana_log.count("GET", "/d-solo/")
+    missing = await env.service.capture(panel("1", dashboard="no-such-dashboard"))
+    assert missing.cls is CaptureClass.NOT_FOUND and missing.image is None
+    assert env.grafana_log.count("GET", "/d-solo/") == before  # the dashboard API said 404 already
+    no_panel = await env.service.capture(panel("99"))  # the page itself says so
+    assert no_panel.cls is CaptureClass.NOT_FOUND and no_panel.image is None, no_panel.detail
+
+
+async def test_legacy_dashboard_ready_via_panels_rendered(env: Env) -> None:
+    result = await env.service.capture(panel("2", dashboard="sandbox-legacy", height=300))
+    assert result.cls is CaptureClass.OK, result.detail
+    assert result.steps["wait_ready"] >= 2.5
+    assert_shows_data(result.image)
+    assert "/d-solo/sandbox-legacy/legacy-dashboard?" in result.url
+
+
+async def test_whole_dashboard_in_kiosk_mode(env: Env) -> None:
+    result = await env.service.capture(panel(None, height=300))  # first row: panels 1 and 2 (3 s)
+    assert result.cls is CaptureClass.OK, result.detail
+    assert "/d/sandbox/sandbox-services?" in result.url and "&kiosk&" in result.url
+    assert result.title == "Sandbox services"
+    assert_shows_data(result.image)
+
+
+async def test_time_zone_goes_to_the_url_and_the_browser(env: Env) -> None:
+    result = await env.service.capture(panel("1", timezone="Asia/Kolkata", width=400, height=200))
+    assert result.cls is CaptureClass.OK, result.detail
+    assert "tz=Asia/Kolkata" in result.url
+
+
+# --------------------------------------------------------------------------- auth
+
+
+async def test_credentials_reach_grafana_only(env: Env) -> None:
+    env.other_log.seen.clear()
+    env.grafana_log.seen.clear()
+    result = await env.service.capture(panel("1", time_from="now-3h"))
+    assert result.cls is CaptureClass.OK
+    assert env.other_log.count("GET", "/pixel.png") >= 1, "the page did not load the external image"
+    assert all(auth is None for _, _, auth in env.other_log.seen)
+    grafana = [s for s in env.grafana_log.seen if not s[1].startswith("/_sandbox/")]
+    assert grafana and all(auth == f"Bearer {DEFAULT_TOKEN}" for _, _, auth in grafana)
+
+
+async def test_redirect_to_another_origin_drops_the_credentials(env: Env) -> None:
+    env.other_log.seen.clear()
+    result = await env.service.capture(panel("1", dashboard="sso"))
+    assert result.cls is CaptureClass.LOGIN, result.detail
+    assert env.other_log.count("GET", "/sso") == 1
+    assert all(auth is None for _, _, auth in env.other_log.seen)
+
+
+async def test_wrong_token_is_login_and_basic_auth_works(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    wrong, _ = await new_service(grafana_cfg(env.url, token="wrong-token-value"))
+    basic, _ = await new_service(grafana_cfg(env.url, token=None, basic=BASIC))
+    try:
+        login, ok = await asyncio.gather(wrong.capture(panel("1")), basic.capture(panel("4")))
+    finally:
+        await asyncio.gather(wrong.close(), basic.close())
+    assert login.cls is CaptureClass.LOGIN and login.image is None
+    assert "login page" in login.detail
+    assert ok.cls is CaptureClass.NO_DATA, ok.detail
+    assert "wrong-token-value" not in caplog.text + login.detail
+    assert BASIC[1] not in caplog.text
+
+
+# --------------------------------------------------------------------------- sharing
+
+
+async def test_concurrent_identical_captures_navigate_once_then_hit_the_cache(env: Env) -> None:
+    req = panel("1", time_from="now-30m")
+    before = env.grafana_log.count("GET", "/d-solo/")
+    first, second = await asyncio.gather(env.service.capture(req), env.service.capture(req))
+    assert first.cls is second.cls is CaptureClass.OK
+    assert first.image == second.image
+    assert env.grafana_log.count("GET", "/d-solo/") == before + 1
+    third = await env.service.capture(req)
+    assert third.image == first.image
+    assert env.grafana_log.count("GET", "/d-solo/") == before + 1
+    registry = env.metrics.registry
+    for result in ("shared", "hit"):
+        assert (registry.get_sample_value("flashduty_sidecar_capture_cache_total", {"result": result}) or 0) >= 1
+
+
+# --------------------------------------------------------------------------- browser lifecycle
+
+
+async def test_killed_browser_is_relaunched_and_nothing_leaks(env: Env) -> None:
+    service, metrics = await new_service(grafana_cfg(env.url))
+    try:
+        pid = service.stats()["browser_pid"]
+        assert pid is not None
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            assert service.browser.markers[0].encode() in f.read()
+        slow = asyncio.create_task(service.capture(panel("2")))
+        await asyncio.sleep(1.0)
+        os.kill(pid, signal.SIGKILL)
+        crashed = await slow
+        assert crashed.cls is CaptureClass.ERROR and "crash" in crashed.detail, crashed.detail
+        after = await service.capture(panel("1"))
+        assert after.cls is CaptureClass.OK, after.detail
+        assert service.stats()["browser_pid"] not in (None, pid)
+        assert restarts(metrics, "crash") == 1 and restarts(metrics, "start") == 1
+        markers = service.browser.markers
+        assert len(markers) >= 1
+    finally:
+        await service.close()
+    assert not service.browser_connected
+    assert chromium_processes(markers) == []
+    assert chromium_processes(service.browser.markers) == []
+
+
+async def test_recycle_after_n_captures_waits_for_in_flight_captures(env: Env) -> None:
+    service, metrics = await new_service(grafana_cfg(env.url), recycle_after=1)
+    try:
+        first_pid = service.stats()["browser_pid"]
+        first_markers = service.browser.markers
+        slow = asyncio.create_task(service.capture(panel("2", time_from="now-2h")))
+        await asyncio.sleep(0.5)
+        fast = await service.capture(panel("1", time_from="now-2h"))  # 1 capture: recycle now
+        assert fast.cls is CaptureClass.OK
+        assert (await slow).cls is CaptureClass.OK  # finished on the retired browser
+        assert restarts(metrics, "recycle_count") == 1
+        again = await service.capture(panel("4", time_from="now-2h"))
+        assert again.cls is CaptureClass.NO_DATA
+        assert service.stats()["browser_pid"] != first_pid
+        for _ in range(60):  # the retired browser is closed in the background
+            if not chromium_processes(first_markers):
+                break
+            await asyncio.sleep(0.1)
+        assert chromium_processes(first_markers) == []
+    finally:
+        await service.close()
+
+
+async def test_recycle_when_rss_is_over_the_limit(env: Env) -> None:
+    service, metrics = await new_service(grafana_cfg(env.url), max_browser_rss_mb=64)
+    try:
+        result = await service.capture(panel("1", time_from="now-4h"))
+        assert result.cls is CaptureClass.OK
+        assert service.stats()["rss_bytes"] > 64 * 1024 * 1024
+        first_pid = service.stats()["browser_pid"]
+        assert (await service.capture(panel("4", time_from="now-4h"))).cls is CaptureClass.NO_DATA
+        assert restarts(metrics, "recycle_rss") >= 1  # relaunched (warm) before the next capture
+        assert service.stats()["browser_pid"] != first_pid
+    finally:
+        await service.close()
+
+
+async def test_capture_once_writes_the_file(env: Env, tmp_path: object) -> None:
+    out = os.path.join(str(tmp_path), "panel.webp")
+    cfg = parse_config(
+        f"""
+flashduty: {{integration_key: "${{K}}"}}
+grafana: {{url: "{env.url}", token: "${{T}}"}}
+capture: {{browser_path: "{CHROMIUM}", format: webp}}
+""",
+        env={"K": "k", "T": DEFAULT_TOKEN},
+    )
+    result = await capture_once(cfg, panel("1", format="webp", width=500, height=250), out)
+    assert result.cls is CaptureClass.OK and result.content_type == "image/webp"
+    with Image.open(out) as im:
+        assert (im.format, im.size) == ("WEBP", (500, 250))
