@@ -85,7 +85,7 @@ class Daemon:
         except OSError as e:
             raise RuntimeError(f"state_dir {state_dir} is not writable: {e.strerror}") from None
         webhook = make_webhook_handler(
-            cfg=self.cfg, sink=self.submit, state=_Lazy(self, "rule_state"), metrics=self.metrics
+            cfg=lambda: self.cfg, sink=self.submit, state=_Lazy(self, "rule_state"), metrics=self.metrics
         )
         app = make_web_app(
             health=self.health, metrics=self.metrics, webhook=webhook, max_body=self.cfg.server.webhook_max_body

@@ -387,10 +387,10 @@ async def test_recycle_when_rss_is_over_the_limit(env: Env) -> None:
         result = await service.capture(panel("1", time_from="now-4h"))
         assert result.cls is CaptureClass.OK
         assert service.stats()["rss_bytes"] > 64 * 1024 * 1024
-        first_pid = service.stats()["browser_pid"]
         assert (await service.capture(panel("4", time_from="now-4h"))).cls is CaptureClass.NO_DATA
-        assert restarts(metrics, "recycle_rss") >= 1  # relaunched (warm) before the next capture
-        assert service.stats()["browser_pid"] != first_pid
+        # every capture leaves Chromium above 64 MiB: it ran on a second, freshly launched browser
+        assert restarts(metrics, "recycle_rss") >= 1
+        assert service.stats()["launches"] >= 2
     finally:
         await service.close()
 
