@@ -1,15 +1,17 @@
-"""One warm Chromium, a fresh context per capture, relaunched on crash and recycled on age or RSS.
+"""One warm Chromium, a fresh context per capture, relaunched on crash, recycled on age or memory.
 
 ``BrowserManager`` owns Playwright and the browser process. Each capture borrows a context with
-``async with manager.context(**options) as ctx`` (closed in ``finally``). The browser is
+``async with manager.context(**options) as lease`` (closed in ``finally``; ``lease.run``
+stops page work at once if the browser dies). The browser is
 relaunched when it disconnects (crash, OOM kill) and recycled gracefully — in-flight captures
 finish on the old one, then it is closed — after ``capture.recycle_after`` captures or when the
-RSS of all its processes exceeds ``capture.max_browser_rss_mb``. Every launch is counted in
+memory of all its processes (PSS, see ``process_memory_bytes``) exceeds
+``capture.max_browser_rss_mb``. Every launch is counted in
 ``browser_restarts_total{reason=start|crash|recycle_count|recycle_rss}``.
 
 Chromium gets a private temp directory (XDG config/cache, TMPDIR, crash dumps) so it runs on a
 read-only root filesystem; the directory path doubles as the marker that finds its processes in
-``/proc`` (no psutil): to measure RSS and to make sure none is left after ``close()``.
+``/proc`` (no psutil): to measure memory and to make sure none is left after ``close()``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from sidecar.capture.grafana import CaptureError
 from sidecar.config import CaptureConfig
 from sidecar.metrics import Metrics
 
-__all__ = ["BrowserManager", "Lease", "chromium_processes", "process_rss_bytes"]
+__all__ = ["BrowserManager", "Lease", "chromium_processes", "process_memory_bytes"]
 
 T = TypeVar("T")
 
@@ -70,7 +72,11 @@ def chromium_processes(markers: Iterable[str]) -> list[int]:
         return []
     me = os.getpid()
     found = []
-    for entry in os.listdir("/proc"):
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # not Linux: nothing to measure or reap
+        return []
+    for entry in entries:
         if not entry.isdigit() or int(entry) == me:
             continue
         cmd = _cmdline(int(entry))
@@ -79,19 +85,32 @@ def chromium_processes(markers: Iterable[str]) -> list[int]:
     return found
 
 
-def process_rss_bytes(pids: Iterable[int]) -> int:
-    """Sum of ``VmRSS`` over ``pids`` (processes that are gone count 0)."""
+def process_memory_bytes(pids: Iterable[int]) -> int:
+    """Memory of ``pids`` together: the sum of their PSS (processes that are gone count 0).
+
+    PSS splits shared pages between the processes that map them. Summing ``VmRSS`` instead
+    counts Chromium's binary and libraries once per process: about 2.6× too much for an idle
+    browser (880 MB of VmRSS for 340 MB of PSS), which would recycle a healthy browser. Kernels
+    without ``smaps_rollup`` (< 4.14) fall back to ``VmRSS``.
+    """
     total = 0
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-                        break
-        except (OSError, ValueError):
-            continue
+        value = _read_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
+        if value is None:
+            value = _read_kb(f"/proc/{pid}/status", "VmRSS:")
+        total += (value or 0) * 1024
     return total
+
+
+def _read_kb(path: str, key: str) -> int | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _find_browser_process(marker: str) -> tuple[int | None, str | None]:
@@ -173,6 +192,7 @@ class BrowserManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._next_reason = "start"
+        self._crash_streak = 0  # browsers in a row that died before finishing a capture
         self.launches = 0
         self.rss_bytes = 0
 
@@ -265,13 +285,13 @@ class BrowserManager:
             else:
                 rss = await asyncio.to_thread(self._sample_rss, inst)
                 if rss > self._cfg.max_browser_rss_mb * 1024 * 1024 and inst is self._current:
-                    log.info("browser RSS %d MiB over the limit: recycling", rss // (1024 * 1024))
+                    log.info("browser memory %d MiB over the limit: recycling", rss // (1024 * 1024))
                     self._retire(inst, "recycle_rss")
         if inst.retired and inst.in_flight == 0 and not inst.closed.is_set():
             self._spawn(self._close_instance(inst))
 
     def _sample_rss(self, inst: _Instance) -> int:
-        rss = process_rss_bytes(chromium_processes(inst.markers))
+        rss = process_memory_bytes(chromium_processes(inst.markers))
         self.rss_bytes = rss
         self._metrics.browser_rss.set(rss)
         return rss
@@ -290,6 +310,13 @@ class BrowserManager:
             self._spawn(self._close_instance(inst))
 
     async def _warm_up(self) -> None:
+        """Launch the replacement now, so the next capture finds a warm browser.
+
+        A browser that keeps dying before it finishes a capture is relaunched with a growing
+        delay (2, 4, … 30 s) instead of in a tight loop; a capture arriving meanwhile launches it.
+        """
+        if self._crash_streak > 1:
+            await asyncio.sleep(min(30.0, 2.0 ** (self._crash_streak - 1)))
         try:
             await self._ensure()
         except Exception as e:  # the next capture retries the launch and reports it
@@ -300,6 +327,7 @@ class BrowserManager:
         if self._closing or inst.retired:
             return
         log.warning("browser disconnected (pid %s): relaunching", inst.pid)
+        self._crash_streak = self._crash_streak + 1 if inst.captures == 0 else 1
         self._retire(inst, "crash")
 
     async def _launch(self, reason: str) -> _Instance:
@@ -310,9 +338,8 @@ class BrowserManager:
         args = [*CHROMIUM_ARGS, f"--crash-dumps-dir={workdir}/crash", f"--disk-cache-dir={workdir}/cache"]
         if not self._sandbox:
             args.append("--no-sandbox")
-        # the child's environment is ours plus private, writable XDG/temp dirs
         env: dict[str, str | float | bool] = {
-            **os.environ,
+            **_passed_environment(),
             "XDG_CONFIG_HOME": f"{workdir}/config",
             "XDG_CACHE_HOME": f"{workdir}/cache",
             "TMPDIR": f"{workdir}/tmp",
@@ -359,6 +386,23 @@ class BrowserManager:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+# What Chromium may see of our environment: locale, time zone, fonts, proxies, certificates —
+# never the sidecar's secrets (Flashduty keys, Grafana token), which also live in the environment.
+_PASSED_ENV = frozenset(
+    {
+        "PATH", "HOME", "USER", "LANG", "LANGUAGE", "TZ", "LD_LIBRARY_PATH",
+        "FONTCONFIG_FILE", "FONTCONFIG_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR",
+        "http_proxy", "https_proxy", "no_proxy", "all_proxy",
+        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+    }
+)  # fmt: skip
+
+
+def _passed_environment() -> dict[str, str]:
+    """The subset of this process's environment handed to Chromium (see ``_PASSED_ENV``)."""
+    return {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith("LC_")}
 
 
 def _reap(markers: list[str], grace: float = 1.0, wait: float = 2.0) -> None:

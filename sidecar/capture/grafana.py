@@ -38,6 +38,7 @@ __all__ = [
     "Probe",
     "Readiness",
     "auth_header",
+    "auth_url_pattern",
     "classify",
     "origin_of",
     "panel_url",
@@ -92,6 +93,25 @@ def origin_of(url: str) -> str:
 def base_path(url: str) -> str:
     """Sub-path Grafana is served from (``""`` or ``/grafana``), without a trailing slash."""
     return urlsplit(url).path.rstrip("/")
+
+
+def auth_url_pattern(grafana_url: str) -> re.Pattern[str]:
+    """The request URLs that get Grafana's credentials: Grafana's origin, minus static files.
+
+    A regular expression (not a Python callable) so Playwright matches it in the driver and the
+    many requests that do not match never make a round trip through this process.
+    """
+    parts = urlsplit(grafana_url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if scheme == "https" else 80
+    port = parts.port or default
+    port_re = f"(?::{port})?" if port == default else f":{port}"
+    sub = base_path(grafana_url).strip("/")
+    public = (sub + "/" if sub else "") + "public/"
+    return re.compile(f"^{scheme}://{re.escape(host)}{port_re}/(?!{re.escape(public)})")
 
 
 def auth_header(cfg: GrafanaConfig) -> str | None:

@@ -27,6 +27,7 @@ from sidecar.capture.grafana import (
     PageFacts,
     Probe,
     Readiness,
+    auth_url_pattern,
     base_path,
     classify,
     origin_of,
@@ -66,6 +67,7 @@ class NetworkTracker:
         self.query_seen = False
         self.document_status: int | None = None
         self.auth_failure: str | None = None
+        self.fetch_error: str | None = None  # why Grafana could not be fetched (safe words)
         self.requests = 0
 
     def attach(self, page: Page) -> None:
@@ -87,7 +89,11 @@ class NetworkTracker:
 
     def _on_response(self, response: Response) -> None:
         request = response.request
-        if request.is_navigation_request() and request.frame.parent_frame is None:
+        try:
+            main_document = request.is_navigation_request() and request.frame.parent_frame is None
+        except PlaywrightError:  # a worker's request has no frame
+            main_document = False
+        if main_document:
             self.document_status = response.status
             return
         if origin_of(response.url) != self._origin:
@@ -99,40 +105,42 @@ class NetworkTracker:
             self.auth_failure = f"HTTP {response.status} on {path}"
 
 
-async def install_auth(context: BrowserContext, *, grafana_url: str, authorization: str | None) -> None:
+async def install_auth(
+    context: BrowserContext,
+    *,
+    grafana_url: str,
+    authorization: str | None,
+    tracker: NetworkTracker | None = None,
+) -> None:
     """Add ``Authorization`` to requests for Grafana's origin only (never to other hosts).
 
-    Static files (``<sub-path>/public/``) need no credentials and are not intercepted. Other
+    Static files (``<sub-path>/public/``) need no credentials and are not intercepted (see
+    ``auth_url_pattern``). Other
     requests are fetched by Playwright without following redirects and handed to the page, so a
     redirect to another origin (an SSO proxy, say) is followed by the browser *without* the header;
     ``route.continue_(headers=...)`` would keep the header across such redirects.
     """
     if not authorization:
         return
-    origin = origin_of(grafana_url)
-    public = base_path(grafana_url) + "/public/"
     # A page handed over by Playwright has no IP address space, so Chromium's Local Network
     # Access check would block its requests to loopback/private hosts (plugins, images), which a
     # browser next to Grafana is allowed to make: grant that to Grafana's origin.
     parts = urlsplit(grafana_url)
     await context.grant_permissions(["local-network-access"], origin=f"{parts.scheme}://{parts.netloc}")
 
-    def matches(url: str) -> bool:
-        if not url.startswith(("http://", "https://")) or origin_of(url) != origin:
-            return False
-        return not urlsplit(url).path.startswith(public)
-
     async def handle(route: Route) -> None:
         headers = {**route.request.headers, "authorization": authorization}
         try:
             response = await route.fetch(headers=headers, max_redirects=0, timeout=0)
             await route.fulfill(response=response)
-        except Exception:  # the context closed mid-request, or Grafana is unreachable
+        except Exception as e:  # the context closed mid-request, or Grafana is unreachable
             # never log the exception: Playwright's call log lists the request headers
+            if tracker is not None and tracker.fetch_error is None:
+                tracker.fetch_error = _fetch_failure(e)
             with contextlib.suppress(Exception):
                 await route.abort("failed")
 
-    await context.route(matches, handle)
+    await context.route(auth_url_pattern(grafana_url), handle)
 
 
 @dataclass
@@ -158,7 +166,7 @@ async def shoot(
     crashed: list[bool] = []
     page.on("crash", lambda _page: crashed.append(True))
     with timed(steps, "navigate", clock):
-        await _navigate(page, url, deadline, clock)
+        await _navigate(page, url, deadline, clock, tracker)
     facts = PageFacts(url=page.url, document_status=tracker.document_status, auth_failure=tracker.auth_failure)
     early = terminal_class(facts)
     if early is not None:
@@ -174,7 +182,7 @@ async def shoot(
     return Shot(cls, detail, png)
 
 
-async def _navigate(page: Page, url: str, deadline: float, clock: Callable[[], float]) -> None:
+async def _navigate(page: Page, url: str, deadline: float, clock: Callable[[], float], tracker: NetworkTracker) -> None:
     remaining = deadline - clock()
     if remaining <= 0:
         raise CaptureTimeout("navigate", url, "time to start")
@@ -183,6 +191,8 @@ async def _navigate(page: Page, url: str, deadline: float, clock: Callable[[], f
     except PlaywrightTimeout:
         raise CaptureTimeout("navigate", url, "the page to load") from None
     except PlaywrightError as e:
+        if tracker.fetch_error:
+            raise CaptureError(f"cannot load the page from Grafana ({tracker.fetch_error})") from None
         m = _NET_ERROR.search(str(e).splitlines()[0] if str(e) else "")
         if m:
             raise CaptureError(f"cannot load the page from Grafana ({m.group(0)})") from None
@@ -247,6 +257,24 @@ async def _screenshot(page: Page, deadline: float, clock: Callable[[], float]) -
         )
     except PlaywrightTimeout:
         raise CaptureTimeout("screenshot", page.url, "the screenshot") from None
+
+
+_FETCH_FAILURES = (
+    ("ECONNREFUSED", "connection refused"),
+    ("ENOTFOUND", "host not found"),
+    ("EAI_AGAIN", "host not found"),
+    ("ETIMEDOUT", "connection timed out"),
+    ("ECONNRESET", "connection reset"),
+    ("EHOSTUNREACH", "host unreachable"),
+    ("CERT", "TLS certificate error"),
+    ("closed", "the capture ended first"),
+)
+
+
+def _fetch_failure(e: BaseException) -> str:
+    """A few safe words for why Playwright could not fetch a Grafana request."""
+    first = str(e).splitlines()[0] if str(e) else ""
+    return next((words for code, words in _FETCH_FAILURES if code in first), "request failed")
 
 
 def _browser_failure(e: BaseException) -> str:

@@ -269,9 +269,8 @@ class CaptureService:
         async with contextlib.AsyncExitStack() as stack:
             with timed(steps, "context", self._clock):
                 lease = await stack.enter_async_context(self._browser.context(**_context_options(req)))
-                page = await lease.run(self._new_page(lease.context))
                 tracker = NetworkTracker(self._grafana.url)
-                tracker.attach(page)
+                page = await lease.run(self._new_page(lease.context, tracker))
             shot = await lease.run(
                 shoot(
                     page,
@@ -291,9 +290,11 @@ class CaptureService:
             )
         return self._result(req, shot.cls, shot.detail, steps, state, image, content_type)
 
-    async def _new_page(self, context: BrowserContext) -> Page:
-        await install_auth(context, grafana_url=self._grafana.url, authorization=self._auth)
-        return await context.new_page()
+    async def _new_page(self, context: BrowserContext, tracker: NetworkTracker) -> Page:
+        await install_auth(context, grafana_url=self._grafana.url, authorization=self._auth, tracker=tracker)
+        page = await context.new_page()
+        tracker.attach(page)
+        return page
 
     def _result(
         self,

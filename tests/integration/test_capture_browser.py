@@ -298,18 +298,28 @@ async def test_redirect_to_another_origin_drops_the_credentials(env: Env) -> Non
     assert all(auth is None for _, _, auth in env.other_log.seen)
 
 
-async def test_wrong_token_is_login_and_basic_auth_works(env: Env, caplog: pytest.LogCaptureFixture) -> None:
-    wrong, _ = await new_service(grafana_cfg(env.url, token="wrong-token-value"))
-    basic, _ = await new_service(grafana_cfg(env.url, token=None, basic=BASIC))
+async def test_wrong_token_is_login_basic_auth_works_and_unreachable_is_error(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    services = await asyncio.gather(
+        new_service(grafana_cfg(env.url, token="wrong-token-value")),
+        new_service(grafana_cfg(env.url, token=None, basic=BASIC)),
+        new_service(grafana_cfg("http://127.0.0.1:9")),  # discard port: connection refused
+    )
+    wrong, basic, nowhere = (s for s, _ in services)
     try:
-        login, ok = await asyncio.gather(wrong.capture(panel("1")), basic.capture(panel("4")))
+        login, ok, down = await asyncio.gather(
+            wrong.capture(panel("1")), basic.capture(panel("4")), nowhere.capture(panel("1"))
+        )
     finally:
-        await asyncio.gather(wrong.close(), basic.close())
+        await asyncio.gather(wrong.close(), basic.close(), nowhere.close())
     assert login.cls is CaptureClass.LOGIN and login.image is None
     assert "login page" in login.detail
     assert ok.cls is CaptureClass.NO_DATA, ok.detail
-    assert "wrong-token-value" not in caplog.text + login.detail
-    assert BASIC[1] not in caplog.text
+    assert down.cls is CaptureClass.ERROR and down.image is None
+    assert down.detail == "cannot load the page from Grafana (connection refused)"
+    text = caplog.text + login.detail + down.detail
+    assert "wrong-token-value" not in text and DEFAULT_TOKEN not in text and BASIC[1] not in text
 
 
 # --------------------------------------------------------------------------- sharing
@@ -333,17 +343,24 @@ async def test_concurrent_identical_captures_navigate_once_then_hit_the_cache(en
 # --------------------------------------------------------------------------- browser lifecycle
 
 
-async def test_killed_browser_is_relaunched_and_nothing_leaks(env: Env) -> None:
+async def test_killed_browser_is_relaunched_and_nothing_leaks(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECAR_TEST_SECRET", "not-for-chromium")
     service, metrics = await new_service(grafana_cfg(env.url))
     try:
         pid = service.stats()["browser_pid"]
         assert pid is not None
+        workdir = service.browser.markers[0]
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            assert service.browser.markers[0].encode() in f.read()
-        slow = asyncio.create_task(service.capture(panel("2")))
+            assert workdir.encode() in f.read()
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = dict(kv.split("=", 1) for kv in f.read().decode().split("\0") if "=" in kv)
+        assert environ["XDG_CONFIG_HOME"] == f"{workdir}/config"  # writable dirs: read-only root works
+        assert environ["XDG_CACHE_HOME"] == f"{workdir}/cache"
+        assert "SIDECAR_TEST_SECRET" not in environ  # the sidecar's secrets stay out of Chromium
+        stuck = asyncio.create_task(service.capture(panel("3")))  # in flight until we kill
         await asyncio.sleep(1.0)
         os.kill(pid, signal.SIGKILL)
-        crashed = await slow
+        crashed = await stuck
         assert crashed.cls is CaptureClass.ERROR and "crash" in crashed.detail, crashed.detail
         after = await service.capture(panel("1"))
         assert after.cls is CaptureClass.OK, after.detail

@@ -19,7 +19,7 @@ from delivery_support import FakeCapture, Harness, event, harness, png, sandbox_
 
 from sidecar.capture.service import CaptureClass
 
-SLACK = 0.75  # scheduling + HTTP slack on top of the image budget
+SLACK = 1.0  # scheduling + HTTP slack on top of the image budget (CI boxes are busy)
 
 
 def statuses(h: Harness, key: str) -> list[str]:
@@ -213,12 +213,13 @@ async def test_burst_of_100_alerts_with_pictures_at_the_limits(tmp_path: Path) -
         for n in range(100):
             h.put(event(n))
         await h.drained(timeout=30)
-        late = 0
+        late, waits = 0, []
         for n in range(100):
             key = event(n).alert_key
             evs = h.events(key)
             assert evs, f"alert {n} never reached the sandbox"
             waited = evs[0]["received_at"] - h.put_at[key]
+            waits.append(waited)
             assert waited <= budget + SLACK, f"alert {n} pushed {waited:.2f}s after its put"
             [alert] = h.alerts(key)
             assert [i["src"] for i in alert["images"]] == [sandbox_key(png(n))], f"alert {n} lacks its picture"
@@ -226,6 +227,7 @@ async def test_burst_of_100_alerts_with_pictures_at_the_limits(tmp_path: Path) -
                 late += 1
                 assert "missing: upload still queued behind the rate limit" in evs[0]["description"]
         assert late >= 40  # the second upload window really was needed (the test can fail)
+        assert sorted(waits)[50] <= budget  # the budget holds end to end (push reserve), not just with slack
         assert_within_limits(h)
         assert h.sandbox.stats["upload"].processed == 100
 

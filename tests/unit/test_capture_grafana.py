@@ -19,6 +19,7 @@ from sidecar.capture.grafana import (
     Probe,
     Readiness,
     auth_header,
+    auth_url_pattern,
     classify,
     origin_of,
     panel_url,
@@ -88,6 +89,28 @@ def test_origin_of_normalises_default_ports_and_case() -> None:
     assert origin_of("https://g.example.com/") == "https://g.example.com:443"
     assert origin_of("http://127.0.0.1:3000/a") != origin_of("http://127.0.0.1:3001/a")
     assert origin_of("http://[::1]:3000/") == "http://[::1]:3000"
+
+
+@pytest.mark.parametrize(
+    ("grafana", "url", "gets_auth"),
+    [
+        ("http://127.0.0.1:3000", "http://127.0.0.1:3000/d-solo/abc?panelId=1", True),
+        ("http://127.0.0.1:3000", "http://127.0.0.1:3000/api/ds/query?ds_type=prometheus", True),
+        ("http://127.0.0.1:3000", "http://127.0.0.1:3000/public/build/app.js", False),
+        ("http://127.0.0.1:3000", "http://127.0.0.1:3001/api/ds/query", False),
+        ("http://127.0.0.1:3000", "http://127.0.0.1:30000/api/ds/query", False),
+        ("http://127.0.0.1:3000", "https://127.0.0.1:3000/api/ds/query", False),
+        ("http://127.0.0.1:3000", "http://127.0.0.1.evil.example:3000/api", False),
+        ("http://127.0.0.1:3000", "http://cdn.example/127.0.0.1:3000/api", False),
+        ("http://Grafana", "http://grafana/d/abc", True),
+        ("http://grafana:80", "http://grafana/d/abc", True),
+        ("https://example.com/grafana/", "https://example.com/grafana/d/abc", True),
+        ("https://example.com/grafana/", "https://example.com/grafana/public/img/x.svg", False),
+        ("http://[::1]:3000", "http://[::1]:3000/api/health", True),
+    ],
+)
+def test_auth_goes_to_grafanas_origin_only(grafana: str, url: str, gets_auth: bool) -> None:
+    assert bool(auth_url_pattern(grafana).search(url)) is gets_auth
 
 
 def test_auth_header_token_basic_or_none() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from sidecar.capture.browser import chromium_processes, process_rss_bytes
+from sidecar.capture.browser import chromium_processes, process_memory_bytes
 from sidecar.capture.grafana import CaptureClass
 from sidecar.capture.service import CaptureResult, CaptureService, request_from_config
 from sidecar.config import CaptureConfig, GrafanaConfig, parse_config
@@ -257,10 +257,10 @@ def test_proc_helpers_find_processes_by_marker_and_sum_rss(tmp_path: Path) -> No
                 break
             time.sleep(0.02)
         assert chromium_processes([marker]) == [child.pid]
-        assert process_rss_bytes([child.pid]) > 1024 * 1024
+        assert process_memory_bytes([child.pid]) > 1024 * 1024
         assert chromium_processes([]) == []
     finally:
         child.kill()
         child.wait()
     assert chromium_processes([marker]) == []
-    assert process_rss_bytes([child.pid]) == 0
+    assert process_memory_bytes([child.pid]) == 0
