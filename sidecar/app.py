@@ -60,6 +60,7 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.time_scale = time_scale
         self.watch_interval = watch_interval
+        self.reconcile_delay: float | None = None  # None: after every rule had time to evaluate twice
         self.health = Health()
         self.loop_beat: float | None = None
         self.port: int | None = None
@@ -273,14 +274,23 @@ class Daemon:
 
     async def _reconcile_after_first_round(self) -> None:
         # wait until every rule has been evaluated once, so "firing" reflects the current truth
-        longest = max((r.interval for r in self.cfg.rules if r.source != "schedule"), default=0.0)
-        await asyncio.sleep(min(longest * 2 + 5.0, 300.0) / self.time_scale)
+        if self.reconcile_delay is None:
+            longest = max((r.interval for r in self.cfg.rules if r.source != "schedule"), default=0.0)
+            delay = min(longest * 2 + 5.0, 300.0)
+        else:
+            delay = self.reconcile_delay
+        await asyncio.sleep(delay)
         try:
+            # webhook alerts are owned by the Alertmanager/Grafana that sends them: never closed here
             report = await reconcile(
-                self.client, self.outbox, firing_keys=self.scheduler.firing_keys(), now=time.time()
+                self.client,
+                self.outbox,
+                firing_keys=self.scheduler.firing_keys(),
+                now=time.time(),
+                keep_rules=("webhook",),
             )
             self.pipeline.kick()
-            log.info("reconciled with Flashduty", extra={"report": _as_dict(report)})
+            log.info("reconciled with Flashduty: %s", report.summary(), extra={"report": _as_dict(report)})
         except Exception as e:  # never fatal: the alert path does not depend on it
             log.warning("reconcile with Flashduty failed: %s", e)
 

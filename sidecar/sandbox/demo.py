@@ -234,7 +234,8 @@ def _alert_html(a: dict[str, Any], boxes: Sandboxes, img_dir: Path, tl: Timeline
         stored = boxes.flashduty.images.get(img["src"])
         if stored is None:
             continue
-        ext = {"jpeg": "jpg"}.get(str(stored.format), str(stored.format))
+        fmt = getattr(stored.format, "name", str(stored.format))
+        ext = {"jpeg": "jpg"}.get(fmt, fmt)
         name = f"{img['src']}.{ext}"
         (img_dir / name).write_bytes(stored.data)
         figs.append(
