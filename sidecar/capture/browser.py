@@ -213,9 +213,13 @@ class BrowserManager:
         return [m for inst in self._all for m in inst.markers]
 
     async def start(self) -> None:
+        """Start Playwright and launch the browser; ``CaptureError`` when either fails."""
         self._closing = False
         if self._playwright is None:
-            self._playwright = await async_playwright().start()
+            try:
+                self._playwright = await async_playwright().start()
+            except Exception as e:
+                raise CaptureError(f"cannot start Playwright: {_first_line(e)}") from None
         await self._ensure()
 
     async def close(self) -> None:

@@ -289,7 +289,7 @@ PROBE_JS = r"""
     dash_rendered: dashRendered,
     loading: all('.panel-loading, [aria-label="Panel loading bar"]').filter(visible).length,
     login: n('.login-page, form[name="loginForm"], [data-testid="data-testid Username input field"]') > 0,
-    not_found: /not found/i.test(text('[data-testid="data-testid entity-not-found"], .page-not-found, '
+    not_found: /(dashboard|panel)[^\n]{0,60}not found/i.test(text('[data-testid="data-testid entity-not-found"], .page-not-found, '
       + '.panel-not-found, [data-testid="data-testid Alert error"], [role="alert"]')),
     panel_error: !!errEl || n('[data-testid="data-testid panel content"] .alert-error') > 0,
     error_text: errEl ? (errEl.getAttribute('title') || errEl.textContent || '').trim().slice(0, 300) : '',

@@ -390,12 +390,16 @@ def request_from_config(
 async def capture_once(cfg: Config, req: PanelCapture, out_path: str) -> CaptureResult:
     """Start a service, capture ``req``, write the picture to ``out_path`` (if any), close.
 
-    Raises ``CaptureError`` only when the browser cannot be started.
+    Never raises for a failed capture, not even when Chromium cannot start (class ``error``).
     """
     service = CaptureService(grafana=cfg.grafana, capture=cfg.capture, metrics=Metrics())
     try:
-        await service.start()
-        result = await service.capture(req)
+        try:
+            await service.start()
+        except CaptureError as e:
+            result = CaptureResult(req, CaptureClass.ERROR, None, None, service.panel_url(req), {}, str(e))
+        else:
+            result = await service.capture(req)
     finally:
         await service.close()
     if result.image is not None:

@@ -426,3 +426,19 @@ capture: {{browser_path: "{CHROMIUM}", format: webp}}
     assert result.cls is CaptureClass.OK and result.content_type == "image/webp"
     with Image.open(out) as im:
         assert (im.format, im.size) == ("WEBP", (500, 250))
+
+
+async def test_capture_once_reports_a_browser_that_cannot_start(env: Env, tmp_path: object) -> None:
+    out = os.path.join(str(tmp_path), "panel.png")
+    cfg = parse_config(
+        f"""
+flashduty: {{integration_key: "${{K}}"}}
+grafana: {{url: "{env.url}", token: "${{T}}"}}
+capture: {{browser_path: "/nonexistent/chromium"}}
+""",
+        env={"K": "k", "T": DEFAULT_TOKEN},
+    )
+    result = await capture_once(cfg, panel("1"), out)
+    assert result.cls is CaptureClass.ERROR and result.image is None
+    assert result.detail.startswith("cannot launch Chromium")
+    assert not os.path.exists(out)
