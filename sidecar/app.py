@@ -141,7 +141,6 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self.stop()
-        log.info("stopped", extra={"pending_in_outbox": self.outbox.pending_count()})
         return 0
 
     def submit(self, event: AlertEvent) -> None:
@@ -205,8 +204,12 @@ class Daemon:
         self.rule_state = RuleState(str(state_dir / "rules.sqlite3"))
         self.health.add_ready_check("state", lambda: True)
         yield
+        pending = self.outbox.pending_count()
         self.rule_state.close()
         self.outbox.close()
+        log.info(
+            "stopped; %d event(s) left in the outbox for the next start", pending, extra={"pending_in_outbox": pending}
+        )
 
     async def _ctx_session(self, _: web.Application) -> AsyncIterator[None]:
         self.session = aiohttp.ClientSession()

@@ -209,7 +209,8 @@ async def test_fast_panel_ok_with_steps_title_and_url(env: Env) -> None:
     assert result.title == "Request rate" and result.alt == "Request rate"
     assert result.url.startswith(f"{env.url}/d-solo/sandbox/sandbox-services?orgId=1&panelId=1&")
     assert result.url == env.service.panel_url(panel("1"))
-    assert {"slug", "context", "navigate", "wait_ready", "screenshot", "encode"} <= set(result.steps)
+    assert {"queue", "context", "navigate", "wait_ready", "screenshot", "encode"} <= set(result.steps)
+    assert set(result.steps) <= {"queue", "slug", "context", "navigate", "wait_ready", "screenshot", "encode"}
     assert elapsed < 8
 
 
