@@ -41,14 +41,14 @@ class Metrics:
         self.browser_restarts = Counter(
             f"{p}browser_restarts_total", "Browser (re)launches by reason", ["reason"], registry=r
         )
-        self.browser_rss = Gauge(f"{p}browser_rss_bytes", "RSS of all Chromium processes", registry=r)
+        self.browser_rss = Gauge(
+            f"{p}browser_rss_bytes", "Memory of all Chromium processes (PSS, RSS where PSS is unavailable)", registry=r
+        )
         self.captures_in_flight = Gauge(f"{p}captures_in_flight", "Captures running now", registry=r)
         # flashduty
         self.uploads = Counter(f"{p}uploads_total", "Image uploads by outcome", ["outcome"], registry=r)
         self.pushes = Counter(f"{p}pushes_total", "Alert pushes by outcome", ["outcome"], registry=r)
-        self.http_429 = Counter(
-            f"{p}rate_limited_total", "429 answers from Flashduty", ["endpoint"], registry=r
-        )
+        self.http_429 = Counter(f"{p}rate_limited_total", "429 answers from Flashduty", ["endpoint"], registry=r)
         self.image_cache = Counter(
             f"{p}image_cache_total", "sha256→image_key lookups (hit, shared, miss)", ["result"], registry=r
         )
@@ -78,9 +78,7 @@ class Metrics:
             registry=r,
         )
         # rules
-        self.rule_evaluations = Counter(
-            f"{p}rule_evaluations_total", "Rule evaluations", ["rule"], registry=r
-        )
+        self.rule_evaluations = Counter(f"{p}rule_evaluations_total", "Rule evaluations", ["rule"], registry=r)
         self.rule_failures = Counter(
             f"{p}rule_evaluation_failures_total", "Failed rule evaluations", ["rule"], registry=r
         )

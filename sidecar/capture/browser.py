@@ -191,6 +191,7 @@ class BrowserManager:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._stop = asyncio.Event()  # set by close(): cuts a relaunch back-off short
         self._next_reason = "start"
         self._crash_streak = 0  # browsers in a row that died before finishing a capture
         self.launches = 0
@@ -215,6 +216,7 @@ class BrowserManager:
     async def start(self) -> None:
         """Start Playwright and launch the browser; ``CaptureError`` when either fails."""
         self._closing = False
+        self._stop.clear()
         if self._playwright is None:
             try:
                 self._playwright = await async_playwright().start()
@@ -223,13 +225,13 @@ class BrowserManager:
         await self._ensure()
 
     async def close(self) -> None:
-        """Close every browser (waiting for none of the captures), then Playwright."""
-        self._closing = True
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Close every browser, then Playwright. Captures still running fail (class ``error``)."""
+        self._closing = True  # no launch starts from now on
+        self._stop.set()
+        async with self._lock:
+            pass  # a launch in progress finishes and is registered, so it is closed below
+        # background work: relaunches return at once now, closes of retired browsers complete
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
         self._current = None
         for inst in list(self._all):
             await self._close_instance(inst)
@@ -271,6 +273,8 @@ class BrowserManager:
     async def _ensure(self) -> _Instance:
         """The current browser, launching one if there is none (or it died)."""
         async with self._lock:
+            if self._closing:
+                raise CaptureError("the capture service is closing")
             inst = self._current
             if inst is not None and not inst.retired and not inst.browser.is_connected():
                 self._retire(inst, "crash")
@@ -320,7 +324,10 @@ class BrowserManager:
         delay (2, 4, … 30 s) instead of in a tight loop; a capture arriving meanwhile launches it.
         """
         if self._crash_streak > 1:
-            await asyncio.sleep(min(30.0, 2.0 ** (self._crash_streak - 1)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), min(30.0, 2.0 ** (self._crash_streak - 1)))
+        if self._closing:
+            return
         try:
             await self._ensure()
         except Exception as e:  # the next capture retries the launch and reports it
@@ -337,6 +344,14 @@ class BrowserManager:
     async def _launch(self, reason: str) -> _Instance:
         assert self._playwright is not None
         workdir = tempfile.mkdtemp(prefix="sidecar-chromium-")
+        try:
+            return await self._launch_in(workdir, reason)
+        except BaseException:  # failed or cancelled: leave no directory behind
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+
+    async def _launch_in(self, workdir: str, reason: str) -> _Instance:
+        assert self._playwright is not None
         for sub in ("config", "cache", "tmp", "crash"):
             os.makedirs(os.path.join(workdir, sub), exist_ok=True)
         args = [*CHROMIUM_ARGS, f"--crash-dumps-dir={workdir}/crash", f"--disk-cache-dir={workdir}/cache"]
@@ -360,7 +375,6 @@ class BrowserManager:
                 handle_sighup=False,
             )
         except PlaywrightError as e:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
             raise CaptureError(f"cannot launch Chromium: {_first_line(e)}") from None
         pid, udd = await asyncio.to_thread(_find_browser_process, workdir)
         inst = _Instance(browser=browser, workdir=workdir, pid=pid, user_data_dir=udd)

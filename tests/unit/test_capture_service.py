@@ -6,7 +6,6 @@ import asyncio
 import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -248,19 +247,19 @@ capture: {width: 1200, height: 600, scale: 2, format: webp}
     assert (r.time_from, r.time_to, r.vars) == ("now-1h", "now", (("service", "api"),))
 
 
-def test_proc_helpers_find_processes_by_marker_and_sum_rss(tmp_path: Path) -> None:
+def test_proc_helpers_find_processes_by_marker_and_sum_memory(tmp_path: Path) -> None:
     marker = str(tmp_path / "marker-dir")
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
+    script = "import sys, time; print('ready', flush=True); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", script, marker], stdout=subprocess.PIPE)
     try:
-        for _ in range(100):
-            if chromium_processes([marker]):
-                break
-            time.sleep(0.02)
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"  # fully started
         assert chromium_processes([marker]) == [child.pid]
         assert process_memory_bytes([child.pid]) > 1024 * 1024
         assert chromium_processes([]) == []
     finally:
         child.kill()
         child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
     assert chromium_processes([marker]) == []
     assert process_memory_bytes([child.pid]) == 0
