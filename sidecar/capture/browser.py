@@ -1,43 +1,55 @@
-"""One warm Chromium, a fresh context per capture, relaunched on crash, recycled on age or memory.
+"""One warm Chromium, a fresh context per capture (prepared ahead), relaunched on crash, recycled.
 
 ``BrowserManager`` owns Playwright and the browser process. Each capture borrows a context with
-``async with manager.context(**options) as lease`` (closed in ``finally``; ``lease.run``
-stops page work at once if the browser dies). The browser is
-relaunched when it disconnects (crash, OOM kill) and recycled gracefully — in-flight captures
-finish on the old one, then it is closed — after ``capture.recycle_after`` captures or when the
-memory of all its processes (PSS, see ``process_memory_bytes``) exceeds
-``capture.max_browser_rss_mb``. Every launch is counted in
+``async with manager.lease(options, prepare) as lease``; ``lease.run`` stops page work at once
+if the browser dies. Every context serves exactly one capture and is then closed (in the
+background, tracked: the capture does not wait for it, ``close()`` does).
+
+Spares: opening a context and its first page costs a renderer process, a few hundred ms on a
+busy machine. So after each lease the manager opens the *next* context ahead of time, off the
+critical path, with the same options and ``prepare`` (auth routes, page, listeners), one spare
+per option set for the two most recent option sets. A spare is never reused: it is a fresh
+context that simply was opened before it was needed.
+
+The browser is relaunched when it disconnects (crash, OOM kill) and recycled gracefully —
+in-flight captures finish on the old one, then it is closed — after ``capture.recycle_after``
+captures or when the memory of all its processes (PSS, see ``proc.process_memory_bytes``)
+exceeds ``capture.max_browser_rss_mb`` (sampled after a browser's first capture, then at most
+once a second in the background). Every launch is counted in
 ``browser_restarts_total{reason=start|crash|recycle_count|recycle_rss}``.
 
 Chromium gets a private temp directory (XDG config/cache, TMPDIR, crash dumps) so it runs on a
 read-only root filesystem; the directory path doubles as the marker that finds its processes in
-``/proc`` (no psutil): to measure memory and to make sure none is left after ``close()``.
+``/proc`` (``proc.py``): to measure memory and to make sure none is left after ``close()``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
-import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
 from sidecar.capture.grafana import CaptureError
+from sidecar.capture.proc import chromium_processes, find_browser_process, process_memory_bytes, reap
 from sidecar.config import CaptureConfig
 from sidecar.metrics import Metrics
 
 __all__ = ["BrowserManager", "Lease", "chromium_processes", "process_memory_bytes"]
 
 T = TypeVar("T")
+R = TypeVar("R")
+Prepare = Callable[[BrowserContext], Awaitable[T]]
 
 log = logging.getLogger("sidecar.capture")
 
@@ -52,79 +64,19 @@ CHROMIUM_ARGS = (
     "--mute-audio",
 )
 _CLOSE_TIMEOUT = 10.0
-
-
-# --------------------------------------------------------------------------- /proc helpers
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def chromium_processes(markers: Iterable[str]) -> list[int]:
-    """PIDs of live processes whose command line contains one of ``markers``."""
-    wanted = [m for m in markers if m]
-    if not wanted:
-        return []
-    me = os.getpid()
-    found = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:  # not Linux: nothing to measure or reap
-        return []
-    for entry in entries:
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        cmd = _cmdline(int(entry))
-        if cmd and any(m in cmd for m in wanted):
-            found.append(int(entry))
-    return found
-
-
-def process_memory_bytes(pids: Iterable[int]) -> int:
-    """Memory of ``pids`` together: the sum of their PSS (processes that are gone count 0).
-
-    PSS splits shared pages between the processes that map them. Summing ``VmRSS`` instead
-    counts Chromium's binary and libraries once per process: about 2.6× too much for an idle
-    browser (880 MB of VmRSS for 340 MB of PSS), which would recycle a healthy browser. Kernels
-    without ``smaps_rollup`` (< 4.14) fall back to ``VmRSS``.
-    """
-    total = 0
-    for pid in pids:
-        value = _read_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
-        if value is None:
-            value = _read_kb(f"/proc/{pid}/status", "VmRSS:")
-        total += (value or 0) * 1024
-    return total
-
-
-def _read_kb(path: str, key: str) -> int | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _find_browser_process(marker: str) -> tuple[int | None, str | None]:
-    """The main browser process (no ``--type=``) carrying ``marker``, and its user-data-dir."""
-    for pid in chromium_processes([marker]):
-        args = _cmdline(pid).split(" ")
-        if any(a.startswith("--type=") for a in args) or "crashpad" in args[0]:
-            continue
-        udd = next((a.split("=", 1)[1] for a in args if a.startswith("--user-data-dir=")), None)
-        return pid, udd
-    return None, None
+SPARE_OPTION_SETS = 2  # spares are kept for this many distinct option sets (most recent first)
+RSS_SAMPLE_EVERY = 1.0  # seconds between two background memory samples of one browser
 
 
 # --------------------------------------------------------------------------- the manager
+
+
+@dataclass(frozen=True)
+class _Opened(Generic[T]):
+    """A fresh context and what ``prepare`` made of it (a page, its listeners)."""
+
+    context: BrowserContext
+    prepared: T
 
 
 @dataclass(eq=False)
@@ -138,36 +90,51 @@ class _Instance:
     retired: str = ""  # reason, once retired
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     gone: asyncio.Event = field(default_factory=asyncio.Event)  # the process died or was closed
+    spares: dict[str, asyncio.Task[_Opened[Any] | None]] = field(default_factory=dict)  # by option set, LRU
+    sampling: bool = False
+    sampled_at: float = float("-inf")
 
     @property
     def markers(self) -> list[str]:
         return [m for m in (self.workdir, self.user_data_dir) if m]
 
 
+async def _unless_gone(coro: Awaitable[T], gone: asyncio.Event) -> T:
+    """Await ``coro``; if the browser dies first, cancel it and raise ``CaptureError``.
+
+    Playwright normally fails pending calls when the browser goes away; this makes sure a
+    crash is reported at once, whatever call the capture was waiting in.
+    """
+    work = asyncio.ensure_future(coro)
+    watch = asyncio.ensure_future(gone.wait())
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (work, watch):
+            task.cancel()
+        await asyncio.gather(work, watch, return_exceptions=True)
+    if work.done() and not work.cancelled() and (work.exception() is None or not gone.is_set()):
+        return work.result()
+    raise CaptureError("the browser crashed during the capture")
+
+
 @dataclass(frozen=True)
-class Lease:
-    """A fresh browser context, and a way to run page work that stops if the browser dies."""
+class Lease(Generic[T]):
+    """A fresh browser context, what ``prepare`` made of it, and a way to run page work that
+    stops if the browser dies."""
 
     context: BrowserContext
+    prepared: T
     _gone: asyncio.Event
 
-    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro``; if the browser dies first, cancel it and raise ``CaptureError``.
+    async def run(self, coro: Coroutine[Any, Any, R]) -> R:
+        """Await ``coro``; raise ``CaptureError`` at once if the browser dies first."""
+        return await _unless_gone(coro, self._gone)
 
-        Playwright normally fails pending calls when the browser goes away; this makes sure a
-        crash is reported at once, whatever call the capture was waiting in.
-        """
-        work = asyncio.ensure_future(coro)
-        watch = asyncio.ensure_future(self._gone.wait())
-        try:
-            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (work, watch):
-                task.cancel()
-            await asyncio.gather(work, watch, return_exceptions=True)
-        if work.done() and not work.cancelled() and (work.exception() is None or not self._gone.is_set()):
-            return work.result()
-        raise CaptureError("the browser crashed during the capture")
+
+def options_key(options: Mapping[str, Any]) -> str:
+    """Which spare fits: every context option except the viewport (a page can change that)."""
+    return json.dumps({k: v for k, v in options.items() if k != "viewport"}, sort_keys=True, default=str)
 
 
 class BrowserManager:
@@ -189,7 +156,8 @@ class BrowserManager:
         self._current: _Instance | None = None
         self._all: set[_Instance] = set()
         self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._recent: dict[str, tuple[dict[str, Any], Prepare[Any]]] = {}  # option sets with spares, LRU
         self._closing = False
         self._stop = asyncio.Event()  # set by close(): cuts a relaunch back-off short
         self._next_reason = "start"
@@ -230,9 +198,14 @@ class BrowserManager:
         self._stop.set()
         async with self._lock:
             pass  # a launch in progress finishes and is registered, so it is closed below
-        # background work: relaunches return at once now, closes of retired browsers complete
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        # background work: relaunches return at once now, spares and closes of contexts and
+        # retired browsers complete (a finishing capture may still hand over a context to close)
+        for _ in range(3):
+            if not self._tasks:
+                break
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         self._current = None
+        self._recent.clear()
         for inst in list(self._all):
             await self._close_instance(inst)
         self._next_reason = "start"
@@ -242,24 +215,99 @@ class BrowserManager:
             self._playwright = None
 
     @contextlib.asynccontextmanager
-    async def context(self, **options: Any) -> AsyncIterator[Lease]:
-        """A fresh browser context on the current browser, closed when the block exits."""
+    async def lease(
+        self, options: Mapping[str, Any], prepare: Prepare[T], *, key: str | None = None
+    ) -> AsyncIterator[Lease[T]]:
+        """A fresh context with ``options``, ``prepare`` already run on it; closed after the block.
+
+        The context is the spare opened ahead for these options (same ``key``, by default
+        ``options_key(options)``) when there is one, else opened now; either way a spare for
+        the next lease is opened in the background. ``prepare`` must leave the context ready
+        for any capture with these options: it is reused for the spares of this key.
+        """
         inst = await self._acquire()
-        ctx: BrowserContext | None = None
+        opened: _Opened[T] | None = None
         try:
-            try:
-                ctx = await inst.browser.new_context(**options)
-            except PlaywrightError:
-                if not inst.browser.is_connected():
-                    raise CaptureError("the browser crashed before the capture started") from None
-                raise
-            yield Lease(ctx, inst.gone)
+            spare_key = options_key(options) if key is None else key
+            opened = await self._take_spare(inst, spare_key)
+            if opened is None:
+                opened = await self._open(inst, options, prepare)
+            self._keep_spare(inst, spare_key, dict(options), prepare)
+            yield Lease(opened.context, opened.prepared, inst.gone)
         finally:
-            if ctx is not None:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(_CLOSE_TIMEOUT):
-                        await ctx.close()
+            if opened is not None:
+                self._spawn(self._close_context(opened.context))
             await self._release(inst)
+
+    def prewarm(self, options: Mapping[str, Any], prepare: Prepare[Any], *, key: str | None = None) -> None:
+        """Open a spare for ``options`` now (e.g. the config's defaults, at start)."""
+        inst = self._current
+        if inst is not None and not inst.retired:
+            self._keep_spare(inst, options_key(options) if key is None else key, dict(options), prepare)
+
+    # ----------------------------------------------------------------- contexts and spares
+
+    async def _open(self, inst: _Instance, options: Mapping[str, Any], prepare: Prepare[T]) -> _Opened[T]:
+        try:
+            ctx = await inst.browser.new_context(**options)
+        except PlaywrightError:
+            if not inst.browser.is_connected():
+                raise CaptureError("the browser crashed before the capture started") from None
+            raise
+        try:
+            prepared = await _unless_gone(prepare(ctx), inst.gone)
+        except BaseException:
+            self._spawn(self._close_context(ctx))
+            raise
+        return _Opened(ctx, prepared)
+
+    async def _take_spare(self, inst: _Instance, key: str) -> _Opened[Any] | None:
+        """The spare for ``key`` (waiting for it if it is still being opened), or None."""
+        task = inst.spares.pop(key, None)
+        if task is None:
+            return None
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._discard(task)
+            raise
+
+    def _keep_spare(self, inst: _Instance, key: str, options: dict[str, Any], prepare: Prepare[Any]) -> None:
+        """Make sure a spare for ``key`` is open or opening on ``inst`` (LRU of option sets)."""
+        self._recent.pop(key, None)
+        self._recent[key] = (options, prepare)
+        while len(self._recent) > SPARE_OPTION_SETS:
+            self._recent.pop(next(iter(self._recent)))
+        if self._closing or inst.retired or inst is not self._current:
+            return
+        if key in inst.spares:
+            inst.spares[key] = inst.spares.pop(key)  # most recently used
+        else:
+            inst.spares[key] = self._spawn(self._open_spare(inst, options, prepare))
+        while len(inst.spares) > SPARE_OPTION_SETS:
+            self._discard(inst.spares.pop(next(iter(inst.spares))))
+
+    async def _open_spare(self, inst: _Instance, options: dict[str, Any], prepare: Prepare[T]) -> _Opened[T] | None:
+        try:
+            return await self._open(inst, options, prepare)
+        except Exception as e:  # the browser died or is closing: the next capture opens its own
+            log.debug("no spare context: %s", _first_line(e))
+            return None
+
+    def _discard(self, task: asyncio.Task[_Opened[Any] | None]) -> None:
+        """Close a spare nobody will use, once it is open."""
+
+        async def close_when_open() -> None:
+            opened = await asyncio.shield(task)
+            if opened is not None:
+                await self._close_context(opened.context)
+
+        self._spawn(close_when_open())
+
+    async def _close_context(self, ctx: BrowserContext) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await ctx.close()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -290,13 +338,24 @@ class BrowserManager:
         if inst is self._current and not inst.retired:
             if inst.captures >= self._cfg.recycle_after:
                 self._retire(inst, "recycle_count")
-            else:
-                rss = await asyncio.to_thread(self._sample_rss, inst)
-                if rss > self._cfg.max_browser_rss_mb * 1024 * 1024 and inst is self._current:
-                    log.info("browser memory %d MiB over the limit: recycling", rss // (1024 * 1024))
-                    self._retire(inst, "recycle_rss")
+            elif inst.captures == 1:
+                await self._check_memory(inst)  # a browser's first capture: measured at once
+            elif not inst.sampling and time.monotonic() - inst.sampled_at >= RSS_SAMPLE_EVERY:
+                inst.sampling = True  # then in the background: scanning /proc is not free
+                self._spawn(self._check_memory(inst))
         if inst.retired and inst.in_flight == 0 and not inst.closed.is_set():
             self._spawn(self._close_instance(inst))
+
+    async def _check_memory(self, inst: _Instance) -> None:
+        inst.sampling = True
+        try:
+            rss = await asyncio.to_thread(self._sample_rss, inst)
+        finally:
+            inst.sampling = False
+            inst.sampled_at = time.monotonic()
+        if rss > self._cfg.max_browser_rss_mb * 1024 * 1024 and inst is self._current and not inst.retired:
+            log.info("browser memory %d MiB over the limit: recycling", rss // (1024 * 1024))
+            self._retire(inst, "recycle_rss")
 
     def _sample_rss(self, inst: _Instance) -> int:
         rss = process_memory_bytes(chromium_processes(inst.markers))
@@ -309,6 +368,9 @@ class BrowserManager:
         if inst.retired:
             return
         inst.retired = reason
+        for task in inst.spares.values():
+            self._discard(task)
+        inst.spares.clear()
         if inst is self._current:
             self._current = None
             self._next_reason = reason
@@ -329,9 +391,12 @@ class BrowserManager:
         if self._closing:
             return
         try:
-            await self._ensure()
+            inst = await self._ensure()
         except Exception as e:  # the next capture retries the launch and reports it
             log.warning("browser relaunch failed: %s", _first_line(e))
+            return
+        for key, (options, prepare) in list(self._recent.items()):  # the spares the old one had
+            self._keep_spare(inst, key, options, prepare)
 
     def _on_disconnected(self, inst: _Instance) -> None:
         inst.gone.set()
@@ -376,7 +441,7 @@ class BrowserManager:
             )
         except PlaywrightError as e:
             raise CaptureError(f"cannot launch Chromium: {_first_line(e)}") from None
-        pid, udd = await asyncio.to_thread(_find_browser_process, workdir)
+        pid, udd = await asyncio.to_thread(find_browser_process, workdir)
         inst = _Instance(browser=browser, workdir=workdir, pid=pid, user_data_dir=udd)
         self._all.add(inst)
         browser.on("disconnected", lambda _b: self._on_disconnected(inst))
@@ -391,19 +456,21 @@ class BrowserManager:
         inst.closed.set()
         if not inst.retired:
             inst.retired = "close"
+        inst.spares.clear()  # closing the browser closes them
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 await inst.browser.close()
-        await asyncio.to_thread(_reap, inst.markers)
+        await asyncio.to_thread(reap, inst.markers)
         await asyncio.to_thread(shutil.rmtree, inst.workdir, True)
         self._all.discard(inst)
         if self._current is inst:
             self._current = None
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, R]) -> asyncio.Task[R]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
 
 # What Chromium may see of our environment: locale, time zone, fonts, proxies, certificates —
@@ -421,22 +488,6 @@ _PASSED_ENV = frozenset(
 def _passed_environment() -> dict[str, str]:
     """The subset of this process's environment handed to Chromium (see ``_PASSED_ENV``)."""
     return {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith("LC_")}
-
-
-def _reap(markers: list[str], grace: float = 1.0, wait: float = 2.0) -> None:
-    """Wait ``grace`` for a closed browser's processes to exit, then SIGKILL what is left
-    (renderers, zygotes, crashpad handlers) and wait until it is gone."""
-    start = time.monotonic()
-    left = chromium_processes(markers)
-    while left and time.monotonic() - start < grace + wait:
-        if time.monotonic() - start >= grace:
-            for pid in left:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
-        left = chromium_processes(markers)
-    if left:
-        log.warning("%d Chromium process(es) did not exit: %s", len(left), left)
 
 
 def _first_line(e: BaseException) -> str:

@@ -13,7 +13,7 @@ import math
 
 from PIL import Image
 
-__all__ = ["CONTENT_TYPES", "MAX_IMAGE_BYTES", "encode"]
+__all__ = ["CONTENT_TYPES", "MAX_IMAGE_BYTES", "encode", "usable_as_is"]
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -25,6 +25,11 @@ _HOPELESS = 4  # over 4× the cap, stepping quality down cannot fit: skip to dow
 _BIG = 4_000_000  # pixels; above this use the faster encoder settings (PNG optimize, WebP method)
 
 
+def usable_as_is(png: bytes, fmt: str = "png", max_bytes: int = MAX_IMAGE_BYTES) -> bool:
+    """True when ``encode`` would return ``png`` unchanged (a PNG is wanted and it fits)."""
+    return fmt == "png" and len(png) <= max_bytes and png.startswith(_PNG_SIGNATURE)
+
+
 def encode(png: bytes, fmt: str = "png", quality: int = 85, max_bytes: int = MAX_IMAGE_BYTES) -> tuple[bytes, str]:
     """Return ``(data, content_type)`` for ``png`` re-encoded as ``fmt``, at most ``max_bytes``.
 
@@ -34,7 +39,7 @@ def encode(png: bytes, fmt: str = "png", quality: int = 85, max_bytes: int = MAX
         raise ValueError(f"unknown image format {fmt!r} (use png, jpeg or webp)")
     if max_bytes <= 0:
         raise ValueError("max_bytes must be > 0")
-    if fmt == "png" and len(png) <= max_bytes and png.startswith(_PNG_SIGNATURE):
+    if usable_as_is(png, fmt, max_bytes):
         # Chromium's PNG is already deflated: re-optimizing saves ~2 % for ~100 ms per picture
         return png, CONTENT_TYPES["png"]
     with Image.open(io.BytesIO(png)) as opened:

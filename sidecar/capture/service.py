@@ -1,8 +1,9 @@
 """``CaptureService``: the one entry point for panel pictures (delivery pipeline, CLI, demo).
 
 A capture is a list of named, timed steps — ``queue`` (waiting for a slot), ``slug`` (dashboard
-lookup, first time per dashboard), ``context`` (fresh browser context), ``navigate``,
-``wait_ready``, ``screenshot``, ``encode`` — run in a fresh browser context that is always closed.
+lookup, first time per dashboard), ``context`` (fresh browser context: usually the spare opened
+ahead, see ``browser``), ``navigate``, ``wait_ready``, ``screenshot``, ``encode`` — run in a fresh
+browser context that is always closed (after the result is handed back).
 Identical concurrent captures share one run (singleflight) and a usable result is reused for
 ``capture.cache_ttl``. ``capture()`` never raises for a failed capture: it returns a
 ``CaptureResult`` whose ``cls`` says what happened and whose ``detail`` says why, in one sentence
@@ -34,7 +35,7 @@ from sidecar.capture.grafana import (
     auth_header,
     panel_url,
 )
-from sidecar.capture.images import MAX_IMAGE_BYTES, encode
+from sidecar.capture.images import MAX_IMAGE_BYTES, encode, usable_as_is
 from sidecar.capture.page import NetworkTracker, install_auth, shoot, timed
 from sidecar.config import CaptureConfig, Config, GrafanaConfig
 from sidecar.metrics import Metrics
@@ -113,8 +114,21 @@ class CaptureService:
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Launch the warm browser (raises ``CaptureError`` when Chromium cannot start)."""
+        """Launch the warm browser (raises ``CaptureError`` when Chromium cannot start) and open
+        a spare context for the configured size, scale, theme and time zone."""
         await self._browser.start()
+        default = PanelCapture(
+            dashboard="",
+            panel=None,
+            time_from="now-1h",
+            time_to="now",
+            width=self._cfg.width,
+            height=self._cfg.height,
+            scale=self._cfg.scale,
+            theme=self._grafana.theme,
+            timezone=self._grafana.timezone,
+        )
+        self._browser.prewarm(_context_options(default), self._prepare)
 
     async def close(self) -> None:
         """Cancel running captures, close contexts, the browser and Playwright."""
@@ -266,11 +280,13 @@ class CaptureService:
             state["url"] = panel_url(self._grafana, req, info.slug)
             state["title"] = info.title_for(req.panel)
         url = state["url"]
+        options = _context_options(req)
         async with contextlib.AsyncExitStack() as stack:
             with timed(steps, "context", self._clock):
-                lease = await stack.enter_async_context(self._browser.context(**_context_options(req)))
-                tracker = NetworkTracker(self._grafana.url)
-                page = await lease.run(self._new_page(lease.context, tracker))
+                lease = await stack.enter_async_context(self._browser.lease(options, self._prepare))
+                page, tracker = lease.prepared
+                if page.viewport_size != options["viewport"]:  # a spare opened for another size
+                    await lease.run(page.set_viewport_size(options["viewport"]))
             shot = await lease.run(
                 shoot(
                     page,
@@ -285,16 +301,21 @@ class CaptureService:
         if shot.png is None:
             return self._result(req, shot.cls, shot.detail, steps, state)
         with timed(steps, "encode", self._clock):
-            image, content_type = await asyncio.to_thread(
-                encode, shot.png, req.format, self._cfg.quality, MAX_IMAGE_BYTES
-            )
+            if usable_as_is(shot.png, req.format, MAX_IMAGE_BYTES):
+                image, content_type = shot.png, "image/png"
+            else:
+                image, content_type = await asyncio.to_thread(
+                    encode, shot.png, req.format, self._cfg.quality, MAX_IMAGE_BYTES
+                )
         return self._result(req, shot.cls, shot.detail, steps, state, image, content_type)
 
-    async def _new_page(self, context: BrowserContext, tracker: NetworkTracker) -> Page:
+    async def _prepare(self, context: BrowserContext) -> tuple[Page, NetworkTracker]:
+        """What every capture needs before navigating: auth routes, a page, its listeners."""
+        tracker = NetworkTracker(self._grafana.url)
         await install_auth(context, grafana_url=self._grafana.url, authorization=self._auth, tracker=tracker)
         page = await context.new_page()
         tracker.attach(page)
-        return page
+        return page, tracker
 
     def _result(
         self,

@@ -19,7 +19,8 @@ pictures", even in a burst:
 * pushes go through ``delivery.workers`` slots (``_PushSlots``), served by priority (Ok first);
   the push is never bounded by a deadline: the alert must go out;
 * late pictures keep coming in the background; when they are in, the event's **follow-up** is
-  put in the outbox: a durable row of kind ``followup`` carrying the already uploaded image
+  put in the outbox (a picture that came in during the push itself, after the payload was
+  built, is late too): a durable row of kind ``followup`` carrying the already uploaded image
   keys (no re-capture), pushed as an update with the same status and title and every picture.
   It is dropped if a newer event of the same alert_key was sent or queued meanwhile (the outbox
   checks ``sent`` and the queue when it is put and again when it is claimed). ``Ok`` events
@@ -349,7 +350,10 @@ class DeliveryPipeline:
         self._log_line(item, "followup" if item.is_followup else "delivered", started, pics, sent, total)
         if pics is None:
             return
-        if pics.pending and ev.status != "Ok":
+        # ``sent`` is what was ready when the payload was built; a picture may have come in while
+        # the push waited for its slot or its answer (a busy box, a burst): it is late too
+        late = pics.pending or len(pics.ready()) > sent
+        if late and ev.status != "Ok":
             task = self._spawn(self._follow_up(item, pics, sent, started), f"follow-up {item.id}")
             self._followups[ev.alert_key] = (item.id, task)
             task.add_done_callback(functools.partial(self._forget_followup, ev.alert_key))

@@ -2,8 +2,11 @@
 
 * A hit (same bytes uploaded less than ``ttl`` ago, by this account) costs no request; the
   memory survives restarts when ``db_path`` is a file (``None``: in-memory, this process only).
-* Concurrent uploads of the same bytes share one request (singleflight: one future per digest;
-  followers await it shielded, so a follower that gives up does not cancel the upload).
+* Concurrent uploads of the same bytes share one request (singleflight: one task per digest,
+  owned by the uploader, that every caller, the first one included, awaits shielded). A caller
+  that is cancelled (e.g. the late pictures of an event superseded by a newer one) only stops
+  waiting: the others still get the key. The request itself is cancelled only when the last
+  caller is gone, so a picture nobody wants any more spends no more upload quota.
 * ``image_cache{result}`` counts ``hit`` (from the store), ``shared`` (joined an upload in
   flight) and ``miss`` (uploaded).
 * ``image_key`` is only valid in the account that uploaded it: the store remembers a
@@ -20,12 +23,14 @@ At Flashduty's 50 uploads/min the thread hop (~0.1 ms) is noise.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sidecar.metrics import Metrics
@@ -108,6 +113,14 @@ class _Store:
             self._conn = None
 
 
+@dataclass(eq=False)
+class _Flight:
+    """One upload in progress, shared by every caller that wants the same bytes."""
+
+    task: asyncio.Task[str]
+    waiters: int = 0
+
+
 class ImageUploader:
     """``upload(bytes) → image_key`` with content dedup; see the module docstring."""
 
@@ -124,36 +137,55 @@ class ImageUploader:
         self._metrics = metrics
         self._clock = clock
         self._store = _Store(db_path or ":memory:", ttl, client.account_fingerprint)
-        self._inflight: dict[str, asyncio.Future[str]] = {}
+        self._inflight: dict[str, _Flight] = {}
 
     async def upload(self, data: bytes, *, priority: int, deadline: float | None = None) -> str:
-        """The ``image_key`` of ``data``: remembered, shared with an upload in flight, or uploaded."""
+        """The ``image_key`` of ``data``: remembered, shared with an upload in flight, or uploaded.
+
+        The upload runs with the ``priority`` and ``deadline`` of the caller that started it."""
         digest = hashlib.sha256(data).hexdigest()
-        shared = self._inflight.get(digest)
-        if shared is not None:
-            self._metrics.image_cache.labels("shared").inc()
-            return await asyncio.shield(shared)
-        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._inflight[digest] = fut
-        try:
-            key = await self._lookup_or_upload(digest, data, priority=priority, deadline=deadline)
-        except asyncio.CancelledError:
-            fut.set_exception(
-                FlashdutyError("upload abandoned by the caller that started it", endpoint="upload", retryable=True)
+        flight = self._inflight.get(digest)
+        if flight is None:
+            task = asyncio.create_task(
+                self._lookup_or_upload(digest, data, priority=priority, deadline=deadline),
+                name=f"image upload {digest[:12]}",
             )
-            fut.exception()  # retrieved here; followers re-raise it themselves
-            raise
-        except BaseException as e:
-            fut.set_exception(e)
-            fut.exception()
-            raise
+            flight = self._inflight[digest] = _Flight(task)
+            task.add_done_callback(functools.partial(self._flight_done, digest, flight))
         else:
-            fut.set_result(key)
-            return key
+            self._metrics.image_cache.labels("shared").inc()
+        flight.waiters += 1
+        try:
+            return await asyncio.shield(flight.task)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if flight.task.cancelled() and me is not None and not me.cancelling():
+                # the upload was cancelled under us (close()), we were not: an error, not a cancellation
+                raise FlashdutyError("upload cancelled: uploader closed", endpoint="upload", retryable=True) from None
+            raise
         finally:
-            del self._inflight[digest]
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.task.done():
+                # every caller gave up on this picture: stop spending upload quota on it
+                self._forget(digest, flight)
+                flight.task.cancel()
+
+    def _flight_done(self, digest: str, flight: _Flight, task: asyncio.Task[str]) -> None:
+        self._forget(digest, flight)
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter re-raises it itself
+
+    def _forget(self, digest: str, flight: _Flight) -> None:
+        if self._inflight.get(digest) is flight:
+            del self._inflight[digest]  # the next caller starts afresh (after a failure, a cancel)
 
     async def close(self) -> None:
+        """Cancel the uploads still in flight (their callers get a retryable error), close the store."""
+        flights = list(self._inflight.values())
+        self._inflight.clear()
+        for flight in flights:
+            flight.task.cancel()
+        await asyncio.gather(*(f.task for f in flights), return_exceptions=True)
         await self._db(self._store.close)
 
     async def _lookup_or_upload(self, digest: str, data: bytes, *, priority: int, deadline: float | None) -> str:

@@ -211,7 +211,7 @@ def _write_gallery(out: Path, boxes: Sandboxes, tl: Timeline, log: _CaptureLog, 
         "<th>steps</th><th>total</th></tr>"
     )
     for c in log.captures:
-        steps = ", ".join(f"{k} {v * 1000:.0f}ms" for k, v in (c.get("steps") or {}).items())
+        steps = ", ".join(f"{k} {v:.0f}ms" for k, v in (c.get("steps") or {}).items())  # logged in ms
         parts.append(
             f"<tr><td>{html.escape(str(c.get('dashboard')))}/{html.escape(str(c.get('panel')))}</td>"
             f"<td>{html.escape(str(c.get('cls')))}</td><td>{html.escape(steps)}</td>"

@@ -263,6 +263,24 @@ async def test_slow_capture_push_on_budget_then_follow_up(tmp_path: Path, caplog
     assert outcomes == ["delivered", "followup"]
 
 
+async def test_picture_ready_during_the_push_still_follows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The picture misses the budget, then comes in while the push is still on the wire: it is
+    no longer pending when the push returns, but it was not in the push either."""
+    caplog.set_level(logging.INFO, logger="sidecar.delivery")
+    async with rig(tmp_path, budget=0.3) as r:
+        r.capture.plan["slow"] = (0.45, CaptureClass.OK)  # after the budget, before the push answers
+        r.sandbox.add_fault("hang", endpoint="push", seconds=0.6, count=1)  # processed, answered late
+        e = ev(panels=(panel("slow", "Slow"),))
+        r.put(e)
+        await r.until(lambda: len(r.events(e.alert_key)) == 2)
+        first, follow = r.events(e.alert_key)
+        assert 'Picture "Slow" missing' in first["description"] and not first.get("images")
+        assert [i["alt"] for i in follow["images"]] == ["Slow"]
+        await r.until(lambda: r.outbox.pending_count() == 0 and r.pipeline.idle)
+    outcomes = [rec.outcome for rec in delivery_records(caplog)]  # type: ignore[attr-defined]
+    assert outcomes == ["delivered", "followup"]
+
+
 async def test_failed_captures_are_explained_and_not_followed_up(tmp_path: Path) -> None:
     async with rig(tmp_path, budget=1.0) as r:
         r.capture.plan["login"] = (0.01, CaptureClass.LOGIN)

@@ -1,0 +1,216 @@
+"""One capture variant in its own process: ``python bench/capture_worker.py '<json spec>'``.
+
+Runs ``count`` captures of one panel of the sandbox Grafana at ``concurrency`` and prints one
+JSON object on stdout: per capture its wall-clock start/end (Unix ms), class and steps, plus the
+process's own memory samples. The sandbox (in the parent process) records when each page was
+ready; the parent matches the two by the ``to=`` of the URL, which is distinct per capture (the
+capture cache would otherwise serve repeats).
+
+Variants (``impl``):
+
+* ``product``: the sidecar's ``CaptureService`` (warm browser), imported from whatever
+  ``sidecar`` package is first on ``sys.path`` (the working tree, or an older revision
+  extracted by ``--compare-ref``);
+* ``naive``: what a first script does: launch Chromium per capture, new page, auth header on
+  every request, ``goto(url, wait_until="networkidle")``, screenshot, close.
+
+Self-contained on purpose (no ``bench`` imports): ``--compare-ref`` copies this file next to an
+extracted ``sidecar`` of another revision and runs it there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import sys
+import time
+from typing import Any
+
+NAIVE_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+GREEN = (0x73, 0xBF, 0x69)  # the sandbox's series colour
+BLUES = ((0x6E, 0x9F, 0xFF), (0x3D, 0x71, 0xD9))  # its spinner and loading bar
+HOUR_MS = 3_600_000
+
+
+def _request(spec: dict[str, Any], index: int) -> Any:
+    from sidecar.model import PanelCapture
+
+    to = spec["base_to_ms"] + index
+    return PanelCapture(
+        dashboard=spec["dashboard"],
+        panel=spec["panel"],
+        time_from=str(to - HOUR_MS),
+        time_to=str(to),
+        width=spec["width"],
+        height=spec["height"],
+    )
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _looks_drawn(image: bytes | None) -> bool:
+    """The series is drawn and no loading indicator shows (a spinner picture fails)."""
+    if not image:
+        return False
+    from PIL import Image
+
+    with Image.open(io.BytesIO(image)) as im:
+        colours = im.convert("RGB").getcolors(maxcolors=1 << 24) or []
+
+    def near(c: tuple[int, int, int], ref: tuple[int, int, int], tol: int) -> bool:
+        return all(abs(a - b) <= tol for a, b in zip(c, ref, strict=True))
+
+    green = sum(n for n, c in colours if near(c, GREEN, 24))
+    blue = sum(n for n, c in colours if any(near(c, b, 10) for b in BLUES))
+    return green > 500 and blue < 20
+
+
+class _Product:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        from pydantic import SecretStr
+
+        from sidecar.capture.service import CaptureService
+        from sidecar.config import CaptureConfig, GrafanaConfig
+        from sidecar.metrics import Metrics
+
+        capture = CaptureConfig(
+            browser_path=spec["chromium"],
+            concurrency=spec["concurrency"],
+            timeout="30s",
+            recycle_after=spec.get("recycle_after", 500),
+            max_browser_rss_mb=spec.get("max_browser_rss_mb", 1024),
+        )
+        grafana = GrafanaConfig(url=spec["grafana_url"], token=SecretStr(spec["token"]))
+        self.service = CaptureService(grafana=grafana, capture=capture, metrics=Metrics())
+
+    async def start(self) -> None:
+        await self.service.start()
+
+    async def capture(self, spec: dict[str, Any], index: int) -> tuple[str, dict[str, float], bytes | None]:
+        result = await self.service.capture(_request(spec, index))
+        return str(result.cls), dict(result.steps), result.image
+
+    def chromium_memory(self) -> tuple[int, int]:
+        """(PSS, RSS) in kB of all the browser's processes."""
+        from sidecar.capture.browser import chromium_processes, process_memory_bytes
+
+        pids = chromium_processes(self.service.browser.markers)
+        return process_memory_bytes(pids) // 1024, sum(_rss_kb(p) for p in pids)
+
+    def launches(self) -> int:
+        return int(self.service.browser.launches)
+
+    async def close(self) -> None:
+        await self.service.close()
+
+
+class _Naive:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.playwright: Any = None
+
+    async def start(self) -> None:
+        from playwright.async_api import async_playwright
+
+        self.playwright = await async_playwright().start()
+
+    async def capture(self, spec: dict[str, Any], index: int) -> tuple[str, dict[str, float], bytes | None]:
+        from sidecar.capture.grafana import panel_url
+        from sidecar.config import GrafanaConfig
+
+        url = panel_url(GrafanaConfig(url=spec["grafana_url"]), _request(spec, index), "sandbox-services")
+        browser = await self.playwright.chromium.launch(
+            executable_path=spec["chromium"], headless=True, args=NAIVE_FLAGS
+        )
+        try:
+            page = await browser.new_page(
+                viewport={"width": spec["width"], "height": spec["height"]},
+                extra_http_headers={"Authorization": f"Bearer {spec['token']}"},
+            )
+            await page.goto(url, wait_until="networkidle", timeout=30_000)
+            png = await page.screenshot(type="png")
+        finally:
+            await browser.close()
+        return "ok", {}, png
+
+    def chromium_memory(self) -> tuple[int, int]:
+        return 0, 0
+
+    def launches(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        if self.playwright is not None:
+            await self.playwright.stop()
+
+
+async def run(spec: dict[str, Any]) -> dict[str, Any]:
+    impl: _Product | _Naive = _Product(spec) if spec["impl"] == "product" else _Naive(spec)
+    await impl.start()
+    try:
+        for w in range(spec.get("warmup", 0)):  # not measured: first navigation, dashboard lookup
+            await impl.capture(spec, spec["first_index"] - 1 - w)
+        return await _measure(impl, spec)
+    finally:
+        await impl.close()
+
+
+async def _measure(impl: _Product | _Naive, spec: dict[str, Any]) -> dict[str, Any]:
+    first, count = spec["first_index"], spec["count"]
+    every = spec.get("memory_every", 0)
+    todo = iter(range(first, first + count))
+    captures: list[dict[str, Any]] = []
+    images: dict[int, bytes | None] = {}
+    memory: list[dict[str, int]] = []
+    keep_images = spec.get("check_images", "all")
+
+    async def worker() -> None:
+        for index in todo:
+            start = time.time()
+            cls, steps, image = await impl.capture(spec, index)
+            end = time.time()
+            captures.append({"index": index, "start_ms": start * 1000, "end_ms": end * 1000, "cls": cls, "steps": steps})
+            if keep_images == "all" or (keep_images == "sample" and index % 50 == 0):
+                images[index] = image
+            done = len(captures)
+            if every and done % every == 0:
+                pss, rss = await asyncio.to_thread(impl.chromium_memory)
+                memory.append(
+                    {"captures": done, "python_rss_kb": _rss_kb(os.getpid()), "chromium_pss_kb": pss, "chromium_rss_kb": rss}
+                )
+
+    started = time.time()
+    await asyncio.gather(*(worker() for _ in range(spec["concurrency"])))
+    elapsed = time.time() - started
+    drawn = {i: _looks_drawn(img) for i, img in images.items()}  # after the clock stopped
+    for c in captures:
+        c["drawn"] = drawn.get(c["index"])
+    return {"captures": captures, "elapsed_s": elapsed, "memory": memory, "launches": impl.launches()}
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    out = asyncio.run(run(spec))
+    sys.stdout.write(json.dumps(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()
