@@ -6,7 +6,10 @@
   owned by the uploader, that every caller, the first one included, awaits shielded). A caller
   that is cancelled (e.g. the late pictures of an event superseded by a newer one) only stops
   waiting: the others still get the key. The request itself is cancelled only when the last
-  caller is gone, so a picture nobody wants any more spends no more upload quota.
+  caller is gone, so a picture nobody wants any more spends no more upload quota. The request
+  waits for the rate limit with the priority and deadline of the caller that started it; when
+  that deadline passes first (an ``Ok``'s picture is bounded by the image budget), a caller
+  with a later deadline tries again instead of losing its picture.
 * ``image_cache{result}`` counts ``hit`` (from the store), ``shared`` (joined an upload in
   flight) and ``miss`` (uploaded).
 * ``image_key`` is only valid in the account that uploaded it: the store remembers a
@@ -36,7 +39,7 @@ from typing import Any, TypeVar
 from sidecar.metrics import Metrics
 
 from .client import FlashdutyClient
-from .errors import FlashdutyError
+from .errors import FlashdutyError, FlashdutyRateLimited
 
 __all__ = ["ImageUploader"]
 
@@ -118,6 +121,7 @@ class _Flight:
     """One upload in progress, shared by every caller that wants the same bytes."""
 
     task: asyncio.Task[str]
+    deadline: float | None  # of the caller that started it (``time.monotonic()``)
     waiters: int = 0
 
 
@@ -138,22 +142,38 @@ class ImageUploader:
         self._clock = clock
         self._store = _Store(db_path or ":memory:", ttl, client.account_fingerprint)
         self._inflight: dict[str, _Flight] = {}
+        self._tasks: set[asyncio.Task[str]] = set()  # every upload task until it ends, joinable or not
 
     async def upload(self, data: bytes, *, priority: int, deadline: float | None = None) -> str:
         """The ``image_key`` of ``data``: remembered, shared with an upload in flight, or uploaded.
 
-        The upload runs with the ``priority`` and ``deadline`` of the caller that started it."""
+        A shared upload runs with the ``priority`` and ``deadline`` of the caller that started it;
+        when it gives up at that deadline (rate limited), a caller with a later one tries again."""
         digest = hashlib.sha256(data).hexdigest()
-        flight = self._inflight.get(digest)
-        if flight is None:
-            task = asyncio.create_task(
-                self._lookup_or_upload(digest, data, priority=priority, deadline=deadline),
-                name=f"image upload {digest[:12]}",
-            )
-            flight = self._inflight[digest] = _Flight(task)
-            task.add_done_callback(functools.partial(self._flight_done, digest, flight))
-        else:
-            self._metrics.image_cache.labels("shared").inc()
+        while True:
+            flight = self._inflight.get(digest)
+            if flight is None:
+                flight = self._start(digest, data, priority, deadline)
+            else:
+                self._metrics.image_cache.labels("shared").inc()
+            try:
+                return await self._join(digest, flight)
+            except FlashdutyRateLimited:
+                if not _later(deadline, flight.deadline) or (deadline is not None and time.monotonic() >= deadline):
+                    raise
+                # the quota did not come back by the deadline of the caller that started it: ours is later
+
+    def _start(self, digest: str, data: bytes, priority: int, deadline: float | None) -> _Flight:
+        task = asyncio.create_task(
+            self._lookup_or_upload(digest, data, priority=priority, deadline=deadline),
+            name=f"image upload {digest[:12]}",
+        )
+        flight = self._inflight[digest] = _Flight(task, deadline)
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._flight_done, digest, flight))
+        return flight
+
+    async def _join(self, digest: str, flight: _Flight) -> str:
         flight.waiters += 1
         try:
             return await asyncio.shield(flight.task)
@@ -172,6 +192,7 @@ class ImageUploader:
 
     def _flight_done(self, digest: str, flight: _Flight, task: asyncio.Task[str]) -> None:
         self._forget(digest, flight)
+        self._tasks.discard(task)
         if not task.cancelled():
             task.exception()  # retrieved here: every waiter re-raises it itself
 
@@ -181,11 +202,11 @@ class ImageUploader:
 
     async def close(self) -> None:
         """Cancel the uploads still in flight (their callers get a retryable error), close the store."""
-        flights = list(self._inflight.values())
         self._inflight.clear()
-        for flight in flights:
-            flight.task.cancel()
-        await asyncio.gather(*(f.task for f in flights), return_exceptions=True)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._db(self._store.close)
 
     async def _lookup_or_upload(self, digest: str, data: bytes, *, priority: int, deadline: float | None) -> str:
@@ -211,3 +232,10 @@ class ImageUploader:
                 return fn(*args)
 
         return await asyncio.to_thread(locked)
+
+
+def _later(a: float | None, b: float | None) -> bool:
+    """Deadline ``a`` is later than ``b`` (None: no deadline, the latest of all)."""
+    if a is None:
+        return b is not None
+    return b is not None and a > b

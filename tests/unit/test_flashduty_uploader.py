@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from sidecar.config import FlashdutyConfig
 from sidecar.flashduty.client import FlashdutyClient
-from sidecar.flashduty.errors import FlashdutyError
+from sidecar.flashduty.errors import FlashdutyError, FlashdutyRateLimited
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics
 from sidecar.sandbox.flashduty import FlashdutySandbox
@@ -103,23 +104,90 @@ async def test_a_failed_upload_fails_its_followers_and_is_not_remembered(
         await up.close()
 
 
-async def test_a_cancelled_leader_does_not_hang_its_followers(
+async def test_a_cancelled_first_caller_does_not_break_the_shared_upload(
+    client: FlashdutyClient, sandbox: tuple[FlashdutySandbox, str]
+) -> None:
+    """The caller that started a shared upload is cancelled (its event was superseded): the
+    upload goes on for the others, who get the key; one request in all."""
+    sb, _ = sandbox
+    sb.add_fault("hang", endpoint="upload", seconds=0.4, count=1)
+    metrics = Metrics()
+    up = ImageUploader(client, db_path=None, ttl=3600, metrics=metrics)
+    try:
+        leader = asyncio.ensure_future(up.upload(png(5), priority=2))
+        await asyncio.sleep(0.05)
+        followers = [asyncio.ensure_future(up.upload(png(5), priority=2)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        leader.cancel()
+        followers[0].cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        with pytest.raises(asyncio.CancelledError):
+            await followers[0]
+        key = await asyncio.wait_for(followers[1], 2)
+        assert key.startswith("img_") and key in sb.images
+        assert await up.upload(png(5), priority=2) == key  # remembered: it completed
+    finally:
+        await up.close()
+    assert uploads(sb) == 1
+    assert (cache(metrics, "miss"), cache(metrics, "shared"), cache(metrics, "hit")) == (1, 2, 1)
+
+
+async def test_an_upload_nobody_waits_for_any_more_is_cancelled(
+    client: FlashdutyClient, sandbox: tuple[FlashdutySandbox, str]
+) -> None:
+    sb, _ = sandbox
+    sb.add_fault("hang", endpoint="upload", seconds=5, count=1)
+    up = ImageUploader(client, db_path=None, ttl=3600, metrics=Metrics())
+    try:
+        callers = [asyncio.ensure_future(up.upload(png(9), priority=2)) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        for c in callers:
+            c.cancel()
+        results = await asyncio.gather(*callers, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results)
+        await asyncio.sleep(0)
+        assert not up._tasks  # the request itself was cancelled: no quota spent on an unwanted picture
+        # the next caller starts a fresh upload rather than joining the cancelled one
+        assert (await asyncio.wait_for(up.upload(png(9), priority=2), 2)).startswith("img_")
+        assert uploads(sb) == 2
+    finally:
+        await up.close()
+
+
+async def test_close_fails_waiting_callers_with_a_retryable_error(
     client: FlashdutyClient, sandbox: tuple[FlashdutySandbox, str]
 ) -> None:
     sandbox[0].add_fault("hang", endpoint="upload", seconds=5, count=1)
     up = ImageUploader(client, db_path=None, ttl=3600, metrics=Metrics())
+    callers = [asyncio.ensure_future(up.upload(png(10), priority=2)) for _ in range(2)]
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(up.close(), 2)
+    for c in callers:
+        with pytest.raises(FlashdutyError, match="uploader closed") as err:
+            await c
+        assert err.value.retryable
+
+
+async def test_a_caller_with_a_later_deadline_outlives_a_shared_upload_that_gave_up(
+    client: FlashdutyClient, sandbox: tuple[FlashdutySandbox, str]
+) -> None:
+    """The first caller's deadline (an Ok's image budget) passes behind a 429; a caller that
+    joined it with no deadline (a Critical's late picture) waits the quota out and gets the key."""
+    sb, _ = sandbox
+    sb.add_fault("429", endpoint="upload", count=1, retry_after="1")
+    up = ImageUploader(client, db_path=None, ttl=3600, metrics=Metrics())
     try:
-        leader = asyncio.ensure_future(up.upload(png(5), priority=2))
-        await asyncio.sleep(0.05)
-        follower = asyncio.ensure_future(up.upload(png(5), priority=2))
-        await asyncio.sleep(0.05)
-        leader.cancel()
-        with pytest.raises(FlashdutyError, match="abandoned"):
-            await asyncio.wait_for(follower, 2)
-        with pytest.raises(asyncio.CancelledError):
-            await leader
+        short = asyncio.ensure_future(up.upload(png(11), priority=0, deadline=time.monotonic() + 0.3))
+        await asyncio.sleep(0)
+        patient = asyncio.ensure_future(up.upload(png(11), priority=1))
+        with pytest.raises(FlashdutyRateLimited):
+            await short
+        key = await asyncio.wait_for(patient, 3)
+        assert key in sb.images
     finally:
         await up.close()
+    assert sb.stats["upload"].statuses[429] == 1 and uploads(sb) == 2
 
 
 async def test_remembered_across_restarts_until_the_ttl(
