@@ -110,11 +110,18 @@ def _unique_alt(alt: str, taken: set[str]) -> str:
     return candidate
 
 
-def _images(images: Iterable[ImageRef], notes: list[str]) -> list[dict[str, str]]:
+RESOLVED_SUFFIX = " (resolved)"
+
+
+def _images(images: Iterable[ImageRef], notes: list[str], *, resolved: bool = False) -> list[dict[str, str]]:
+    """``resolved``: the pictures of an ``Ok`` get their own ``alt`` so that Flashduty, which keeps
+    one image per alt on an alert, shows the recovery next to the firing picture, not instead of it."""
     out: list[dict[str, str]] = []
     taken: set[str] = set()
     for i, image in enumerate(images, start=1):
         alt = " ".join(image.alt.split()) or f"Picture {i}"
+        if resolved:
+            alt = truncate(alt, MAX_ALT - len(RESOLVED_SUFFIX)) + RESOLVED_SUFFIX
         if not image.src or len(image.src) > MAX_SRC:
             notes.append(f"Picture '{_short(alt)}' dropped: image reference longer than {MAX_SRC} characters")
             continue
@@ -147,7 +154,7 @@ def build_payload(
     """The JSON body of ``POST /event/push/alert/standard`` for ``event``."""
     all_notes = list(notes)
     labels = _labels(event, allowed_reserved, all_notes)
-    image_items = _images(images, all_notes)
+    image_items = _images(images, all_notes, resolved=event.status == "Ok")
     payload: dict[str, Any] = {
         "title_rule": truncate(event.title or event.rule, MAX_TITLE),
         "event_status": event.status,

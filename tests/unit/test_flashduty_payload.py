@@ -174,3 +174,12 @@ def test_images(images: list[ImageRef], expected: list[tuple[str, str]], note: s
 def test_href_limit(href: str | None, present: bool) -> None:
     (image,) = build_payload(event(), [ImageRef("img_a", "A", href)])["images"]
     assert ("href" in image) is present
+
+
+def test_ok_pictures_get_their_own_alt_so_the_firing_picture_stays() -> None:
+    firing = build_payload(event(), [ImageRef("img_a", "Error rate")])
+    resolved = build_payload(event(status="Ok"), [ImageRef("img_b", "Error rate"), ImageRef("img_c", "x" * 200)])
+    assert [i["alt"] for i in firing["images"]] == ["Error rate"]
+    alts = [i["alt"] for i in resolved["images"]]
+    assert alts[0] == "Error rate (resolved)"
+    assert alts[1].endswith(" (resolved)") and len(alts[1]) == 128

@@ -110,7 +110,7 @@ async def test_a_cancelled_first_caller_does_not_break_the_shared_upload(
     """The caller that started a shared upload is cancelled (its event was superseded): the
     upload goes on for the others, who get the key; one request in all."""
     sb, _ = sandbox
-    sb.add_fault("hang", endpoint="upload", seconds=0.4, count=1)
+    sb.add_fault("hang", endpoint="upload", seconds=1.0, count=1)  # still in flight when the others join
     metrics = Metrics()
     up = ImageUploader(client, db_path=None, ttl=3600, metrics=metrics)
     try:
@@ -124,7 +124,7 @@ async def test_a_cancelled_first_caller_does_not_break_the_shared_upload(
             await leader
         with pytest.raises(asyncio.CancelledError):
             await followers[0]
-        key = await asyncio.wait_for(followers[1], 2)
+        key = await asyncio.wait_for(followers[1], 5)
         assert key.startswith("img_") and key in sb.images
         assert await up.upload(png(5), priority=2) == key  # remembered: it completed
     finally:
