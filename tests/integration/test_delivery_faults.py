@@ -227,7 +227,7 @@ async def test_burst_of_100_alerts_with_pictures_at_the_limits(tmp_path: Path) -
                 late += 1
                 # normally "upload still queued behind the rate limit"; on a loaded box the capture itself
                 # may be the late part — either way the push said which picture is missing and why
-                assert f'Picture "' in evs[0]["description"] and "missing: " in evs[0]["description"]
+                assert 'Picture "' in evs[0]["description"] and "missing: " in evs[0]["description"]
         assert late >= 40  # the second upload window really was needed (the test can fail)
         assert sorted(waits)[50] <= budget + SLACK / 2  # typical alert: the budget holds end to end (push reserve)
         assert_within_limits(h)
