@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from sidecar.delivery.outbox import StoredImage
 from sidecar.flashduty.errors import FlashdutyError, FlashdutyRateLimited
@@ -140,7 +141,7 @@ class PictureSet:
 
     def _href(self, req: PanelCapture) -> str | None:
         try:
-            url = self._capture.panel_url(req)
+            url = human_link(self._capture.panel_url(req))
         except Exception:  # a link is a nicety, never a reason to fail
             return None
         return url if url and len(url) <= MAX_HREF else None
@@ -164,8 +165,9 @@ class PictureSet:
             pic.capture_ms = (self._clock() - started) * 1000
         pic.cls = str(getattr(result.cls, "value", result.cls))
         pic.alt = result.alt.strip() or pic.alt  # configured title, else the one Grafana showed
-        if result.url and len(result.url) <= MAX_HREF:
-            pic.href = result.url  # with the dashboard slug, once it was looked up
+        link = human_link(result.url) if result.url else ""
+        if link and len(link) <= MAX_HREF:
+            pic.href = link  # with the dashboard slug, once it was looked up
         if not result.usable or not result.image:
             pic.state = "failed"
             pic.reason = _capture_reason(pic.cls, result.detail, self._capture_timeout)
@@ -247,3 +249,19 @@ class PictureSet:
             {"alt": p.alt, "outcome": p.upload_outcome if p.state != "uploading" else "pending"} for p in self.pictures
         ]
         return {"captures": captures, "uploads": uploads}
+
+
+def human_link(render_url: str) -> str:
+    """The link an on-call engineer clicks: the panel in Grafana's UI, not the renderer's page.
+
+    ``/d-solo/<uid>/<slug>?panelId=4&from&to&var-x&render=1`` → ``/d/<uid>/<slug>?viewPanel=4&from&to&var-x``;
+    a whole-dashboard capture loses ``kiosk``; ``theme`` and ``render`` are the renderer's, dropped.
+    """
+    parts = urlsplit(render_url)
+    path = parts.path.replace("/d-solo/", "/d/", 1)
+    params = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in ("render", "kiosk", "theme"):
+            continue
+        params.append(("viewPanel" if key == "panelId" else key, value))
+    return urlunsplit((parts.scheme, parts.netloc, path, urlencode(params, quote_via=quote, safe="/:"), ""))
