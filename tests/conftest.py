@@ -11,16 +11,12 @@ import shutil
 
 import pytest
 
+from sidecar.sandbox.demo import find_browser
+
 
 def find_chromium() -> str | None:
-    env = os.environ.get("SIDECAR_CHROMIUM")
-    if env and os.access(env, os.X_OK):
-        return env
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+    """$SIDECAR_CHROMIUM, else a Chromium on PATH (the demo's own detection)."""
+    return find_browser(None) or None
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
