@@ -159,9 +159,7 @@ def test_broken_config_messages(extra: str, expected: list[str]) -> None:
 
 
 def test_missing_env_var_reported_once_by_path() -> None:
-    assert problems("", env={"GF_TOKEN": "x"}) == [
-        "flashduty.integration_key: environment variable FD_KEY is not set"
-    ]
+    assert problems("", env={"GF_TOKEN": "x"}) == ["flashduty.integration_key: environment variable FD_KEY is not set"]
 
 
 def test_empty_env_var_counts_as_unset() -> None:
@@ -201,9 +199,7 @@ def test_not_a_mapping_and_bad_yaml() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(tmp_path / "nope.yaml", env=ENV)
-    assert e.value.problems == [
-        f"{tmp_path / 'nope.yaml'}: cannot read config file: No such file or directory"
-    ]
+    assert e.value.problems == [f"{tmp_path / 'nope.yaml'}: cannot read config file: No such file or directory"]
 
 
 @pytest.mark.parametrize(
