@@ -187,14 +187,21 @@ async def _measure(impl: _Product | _Naive, spec: dict[str, Any]) -> dict[str, A
             start = time.time()
             cls, steps, image = await impl.capture(spec, index)
             end = time.time()
-            captures.append({"index": index, "start_ms": start * 1000, "end_ms": end * 1000, "cls": cls, "steps": steps})
+            captures.append(
+                {"index": index, "start_ms": start * 1000, "end_ms": end * 1000, "cls": cls, "steps": steps}
+            )
             if keep_images == "all" or (keep_images == "sample" and index % 50 == 0):
                 images[index] = image
             done = len(captures)
             if every and done % every == 0:
                 pss, rss = await asyncio.to_thread(impl.chromium_memory)
                 memory.append(
-                    {"captures": done, "python_rss_kb": _rss_kb(os.getpid()), "chromium_pss_kb": pss, "chromium_rss_kb": rss}
+                    {
+                        "captures": done,
+                        "python_rss_kb": _rss_kb(os.getpid()),
+                        "chromium_pss_kb": pss,
+                        "chromium_rss_kb": rss,
+                    }
                 )
 
     started = time.time()
