@@ -21,11 +21,13 @@ extracted ``sidecar`` of another revision and runs it there.
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 NAIVE_FLAGS = [
@@ -64,6 +66,44 @@ def _rss_kb(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def _tree_cpu() -> dict[str, float]:
+    """CPU seconds used so far by this process and every descendant, by command (Linux only).
+
+    Each process counts its own time plus that of its children already reaped (cutime), so
+    renderers that came and went are included through the process that reaped them.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ppid = int(fields[1])
+        cpu = sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
+        procs[int(entry)] = (ppid, name, cpu)
+    me = os.getpid()
+    tree = {me}
+    changed = True
+    while changed:
+        changed = False
+        for pid, (ppid, _, _) in procs.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                changed = True
+    out: dict[str, float] = {}
+    for pid in tree:
+        _, name, cpu = procs[pid]
+        group = "python" if pid == me else ("node" if "node" in name else "chromium")
+        out[group] = out.get(group, 0.0) + cpu
+    return out
 
 
 def _looks_drawn(image: bytes | None) -> bool:
@@ -118,6 +158,9 @@ class _Product:
     def launches(self) -> int:
         return int(self.service.browser.launches)
 
+    def open_contexts(self) -> int:
+        return int(getattr(self.service.browser, "open_contexts", 0))
+
     async def close(self) -> None:
         await self.service.close()
 
@@ -157,6 +200,9 @@ class _Naive:
     def launches(self) -> int:
         return 0
 
+    def open_contexts(self) -> int:
+        return 0
+
     async def close(self) -> None:
         if self.playwright is not None:
             await self.playwright.stop()
@@ -175,42 +221,64 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
 
 async def _measure(impl: _Product | _Naive, spec: dict[str, Any]) -> dict[str, Any]:
     first, count = spec["first_index"], spec["count"]
-    every = spec.get("memory_every", 0)
-    todo = iter(range(first, first + count))
+    every = int(spec.get("memory_every", 0)) or count  # memory mode: batches, sampled at rest
+    check_every = int(spec.get("check_every", 1))  # check every n-th picture (all by default)
+    check_now = bool(spec.get("memory_every"))  # memory mode: check at once, keep no picture
+    gap = float(spec.get("gap_s", 0.0))
     captures: list[dict[str, Any]] = []
     images: dict[int, bytes | None] = {}
+    drawn: dict[int, bool] = {}
     memory: list[dict[str, int]] = []
-    keep_images = spec.get("check_images", "all")
 
-    async def worker() -> None:
+    async def worker(todo: Iterator[int]) -> None:
         for index in todo:
+            if gap:  # an alert that arrives alone: the service is idle in between
+                await asyncio.sleep(gap)
             start = time.time()
             cls, steps, image = await impl.capture(spec, index)
             end = time.time()
             captures.append(
                 {"index": index, "start_ms": start * 1000, "end_ms": end * 1000, "cls": cls, "steps": steps}
             )
-            if keep_images == "all" or (keep_images == "sample" and index % 50 == 0):
-                images[index] = image
-            done = len(captures)
-            if every and done % every == 0:
-                pss, rss = await asyncio.to_thread(impl.chromium_memory)
-                memory.append(
-                    {
-                        "captures": done,
-                        "python_rss_kb": _rss_kb(os.getpid()),
-                        "chromium_pss_kb": pss,
-                        "chromium_rss_kb": rss,
-                    }
-                )
+            if (index - first) % check_every == 0:
+                if check_now:
+                    drawn[index] = _looks_drawn(image)
+                else:
+                    images[index] = image
 
-    started = time.time()
-    await asyncio.gather(*(worker() for _ in range(spec["concurrency"])))
-    elapsed = time.time() - started
-    drawn = {i: _looks_drawn(img) for i, img in images.items()}  # after the clock stopped
+    cpu_before = _tree_cpu()
+    elapsed = 0.0
+    for batch_start in range(first, first + count, every):
+        todo = iter(range(batch_start, min(batch_start + every, first + count)))
+        started = time.time()
+        await asyncio.gather(*(worker(todo) for _ in range(spec["concurrency"])))
+        elapsed += time.time() - started
+        if spec.get("memory_every"):
+            memory.append(await _memory_at_rest(impl, len(captures)))
+    cpu_after = _tree_cpu()
+    cpu = {k: round(v - cpu_before.get(k, 0.0), 2) for k, v in cpu_after.items()}
+    drawn.update({i: _looks_drawn(img) for i, img in images.items()})  # after the clock stopped
     for c in captures:
         c["drawn"] = drawn.get(c["index"])
-    return {"captures": captures, "elapsed_s": elapsed, "memory": memory, "launches": impl.launches()}
+    return {"captures": captures, "elapsed_s": elapsed, "memory": memory, "launches": impl.launches(), "cpu_s": cpu}
+
+
+async def _memory_at_rest(impl: _Product | _Naive, done: int) -> dict[str, int]:
+    """Memory once the captures of a batch are over and the browser is quiet again: the used
+    contexts closed and the next spare open (at most 5 s), after a garbage collection."""
+    deadline = time.monotonic() + 5.0
+    while impl.open_contexts() > 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    gc.collect()
+    pss, rss = await asyncio.to_thread(impl.chromium_memory)
+    return {
+        "captures": done,
+        "python_rss_kb": _rss_kb(os.getpid()),
+        "chromium_pss_kb": pss,
+        "chromium_rss_kb": rss,
+        "open_contexts": impl.open_contexts(),
+    }
 
 
 def main() -> None:

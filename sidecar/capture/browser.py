@@ -177,6 +177,12 @@ class BrowserManager:
         return self._current.pid if self._current is not None else None
 
     @property
+    def open_contexts(self) -> int:
+        """Contexts open on the current browser: captures in flight, spares, contexts closing."""
+        inst = self._current
+        return len(inst.browser.contexts) if inst is not None and inst.browser.is_connected() else 0
+
+    @property
     def markers(self) -> list[str]:
         """Strings that identify this manager's Chromium processes in ``/proc/*/cmdline``."""
         return [m for inst in self._all for m in inst.markers]
@@ -198,6 +204,9 @@ class BrowserManager:
         self._stop.set()
         async with self._lock:
             pass  # a launch in progress finishes and is registered, so it is closed below
+        for inst in self._all:  # nobody will take them: closing the browser closes what opened
+            for task in inst.spares.values():
+                task.cancel()
         # background work: relaunches return at once now, spares and closes of contexts and
         # retired browsers complete (a finishing capture may still hand over a context to close)
         for _ in range(3):
@@ -225,19 +234,26 @@ class BrowserManager:
         the next lease is opened in the background. ``prepare`` must leave the context ready
         for any capture with these options: it is reused for the spares of this key.
         """
+        spare_key = options_key(options) if key is None else key
         inst = await self._acquire()
         opened: _Opened[T] | None = None
+        cancelled = False
         try:
-            spare_key = options_key(options) if key is None else key
             opened = await self._take_spare(inst, spare_key)
             if opened is None:
                 opened = await self._open(inst, options, prepare)
-            self._keep_spare(inst, spare_key, dict(options), prepare)
             yield Lease(opened.context, opened.prepared, inst.gone)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
             if opened is not None:
                 self._spawn(self._close_context(opened.context))
             await self._release(inst)
+            if not cancelled:
+                # the next capture's context, opened now rather than while this capture was
+                # loading its page (a new page competes with a navigation for the browser thread)
+                self._keep_spare(inst, spare_key, dict(options), prepare)
 
     def prewarm(self, options: Mapping[str, Any], prepare: Prepare[Any], *, key: str | None = None) -> None:
         """Open a spare for ``options`` now (e.g. the config's defaults, at start)."""
@@ -269,6 +285,9 @@ class BrowserManager:
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and not current.cancelling():
+                return None  # the spare was given up (closing), not this capture
             self._discard(task)
             raise
 

@@ -342,6 +342,7 @@ class Readiness:
         self.started = started
         self.first_query_grace = first_query_grace
         self.query_seen = False
+        self.settled = False  # the last poll found nothing to wait for (its DOM may still change)
         self.waiting_for = "the page"
         self._prev_hash: str | None = None
         self._prev_settled = False
@@ -355,6 +356,7 @@ class Readiness:
         if settled and not ready:
             waits = ["the page to stop changing"]
         self.waiting_for = ", ".join(waits)
+        self.settled = settled
         self._prev_settled = settled
         self._prev_hash = probe.hash
         return ready

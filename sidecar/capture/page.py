@@ -2,6 +2,15 @@
 
 The pieces that need a browser; the Grafana knowledge they apply lives in
 ``sidecar.capture.grafana``. Every step is timed into the ``steps`` dict it is given.
+
+Readiness polls the page (``PROBE_JS``) and feeds ``Readiness``: every ``POLL_INTERVAL`` while
+requests are in flight (the page cannot be ready then; the polls only look for a login or
+"not found" page), every ``SETTLE_INTERVAL`` once the network is idle, and at once when the last
+request in flight finishes. The picture is taken *between* the two polls that must agree: when
+a poll finds the page settled, the screenshot is taken, then the next poll (at least
+``SETTLE_INTERVAL`` later) decides — same DOM and still settled: that picture is the capture;
+anything changed: it is dropped and the wait goes on. So the picture is bracketed by two
+identical settled states, and the screenshot's own duration is the stability window.
 """
 
 from __future__ import annotations
@@ -38,8 +47,11 @@ __all__ = ["NetworkTracker", "Shot", "install_auth", "shoot", "timed"]
 
 log = logging.getLogger("sidecar.capture")
 
-POLL_INTERVAL = 0.1
-_UNTRACKED = frozenset({"websocket", "eventsource"})
+POLL_INTERVAL = 0.1  # while requests are in flight
+SETTLE_INTERVAL = 0.03  # once the network is idle; also the least time between two agreeing polls
+# WebSocket and EventSource stay open (Grafana Live); a beacon (``sendBeacon``, ``<a ping>``) is
+# fire-and-forget: the page never sees its answer, so it cannot change what is drawn
+_UNTRACKED = frozenset({"websocket", "eventsource", "ping"})
 _QUERY_PATHS = ("/api/ds/query", "/api/tsdb/query", "/api/datasources/proxy/")
 _NET_ERROR = re.compile(r"net::ERR_[A-Z0-9_]+")
 
@@ -69,6 +81,7 @@ class NetworkTracker:
         self.auth_failure: str | None = None
         self.fetch_error: str | None = None  # why Grafana could not be fetched (safe words)
         self.requests = 0
+        self.drained = asyncio.Event()  # set when the last request in flight finishes
 
     def attach(self, page: Page) -> None:
         page.on("request", self._on_request)
@@ -85,7 +98,10 @@ class NetworkTracker:
             self.query_seen = True
 
     def _on_done(self, request: Request) -> None:
-        self.inflight.discard(request)
+        if request in self.inflight:
+            self.inflight.discard(request)
+            if not self.inflight:
+                self.drained.set()
 
     def _on_response(self, response: Response) -> None:
         request = response.request
@@ -171,14 +187,19 @@ async def shoot(
     early = terminal_class(facts)
     if early is not None:
         return Shot(early[0], early[1], None)
-    with timed(steps, "wait_ready", clock):
-        probe, early = await _wait_ready(page, tracker, url, whole_dashboard, deadline, clock, crashed)
+    # park the pointer just outside the viewport's bottom-right corner, as grafana-image-renderer
+    # does: the panel never sees a hover (no header menu, no tooltip, no crosshair)
+    parked = asyncio.ensure_future(_park_pointer(page))
+    try:
+        waiting = _Waiting(page, tracker, url, deadline, clock, crashed, parked, steps)
+        probe, png, early = await waiting.run(Readiness(whole_dashboard=whole_dashboard, started=clock()))
+    finally:
+        if not parked.done():
+            parked.cancel()
+        await asyncio.gather(parked, return_exceptions=True)
     if early is not None:
         return Shot(early[0], early[1], None)
-    facts = PageFacts(page.url, tracker.document_status, tracker.auth_failure, probe)
-    cls, detail = classify(facts)
-    with timed(steps, "screenshot", clock):
-        png = await _screenshot(page, deadline, clock)
+    cls, detail = classify(PageFacts(page.url, tracker.document_status, tracker.auth_failure, probe))
     return Shot(cls, detail, png)
 
 
@@ -187,7 +208,8 @@ async def _navigate(page: Page, url: str, deadline: float, clock: Callable[[], f
     if remaining <= 0:
         raise CaptureTimeout("navigate", url, "time to start")
     try:
-        await page.goto(url, wait_until="domcontentloaded", timeout=remaining * 1000)
+        # "commit": the document's answer is in; the readiness polls take it from there
+        await page.goto(url, wait_until="commit", timeout=remaining * 1000)
     except PlaywrightTimeout:
         raise CaptureTimeout("navigate", url, "the page to load") from None
     except PlaywrightError as e:
@@ -199,32 +221,69 @@ async def _navigate(page: Page, url: str, deadline: float, clock: Callable[[], f
         raise CaptureError(_browser_failure(e)) from None
 
 
-async def _wait_ready(
-    page: Page,
-    tracker: NetworkTracker,
-    url: str,
-    whole_dashboard: bool,
-    deadline: float,
-    clock: Callable[[], float],
-    crashed: list[bool],
-) -> tuple[Probe, tuple[CaptureClass, str] | None]:
-    readiness = Readiness(whole_dashboard=whole_dashboard, started=clock())
-    while True:
-        if crashed:
-            raise CaptureError("the browser page crashed while Grafana was loading")
-        remaining = deadline - clock()
-        if remaining <= 0:
-            raise CaptureTimeout("wait_ready", url, readiness.waiting_for)
-        probe = await _probe(page, remaining)
-        if probe is None:
-            continue  # the evaluation ran into the deadline: the loop reports the timeout
-        facts = PageFacts(page.url, tracker.document_status, tracker.auth_failure, probe)
-        early = terminal_class(facts)
-        if early is not None:
-            return probe, early
-        if readiness.update(probe, inflight=len(tracker.inflight), query_seen=tracker.query_seen, now=clock()):
-            return probe, None
-        await asyncio.sleep(min(POLL_INTERVAL, max(deadline - clock(), 0)))
+@dataclass
+class _Waiting:
+    """The wait_ready/screenshot loop of one capture (see the module docstring)."""
+
+    page: Page
+    tracker: NetworkTracker
+    url: str
+    deadline: float
+    clock: Callable[[], float]
+    crashed: list[bool]
+    parked: asyncio.Future[None]
+    steps: dict[str, float]
+
+    async def run(self, readiness: Readiness) -> tuple[Probe, bytes | None, tuple[CaptureClass, str] | None]:
+        started = self.clock()
+        shot_seconds = 0.0  # the screenshot that is kept (dropped ones count as waiting)
+        png: bytes | None = None
+        settled_at = 0.0
+        try:
+            while True:
+                if self.crashed:
+                    raise CaptureError("the browser page crashed while Grafana was loading")
+                remaining = self.deadline - self.clock()
+                if remaining <= 0:
+                    raise CaptureTimeout("wait_ready", self.url, readiness.waiting_for)
+                self.tracker.drained.clear()
+                probe = await _probe(self.page, remaining)
+                if probe is None:
+                    continue  # the evaluation ran into the deadline: the loop reports the timeout
+                facts = PageFacts(self.page.url, self.tracker.document_status, self.tracker.auth_failure, probe)
+                early = terminal_class(facts)
+                if early is not None:
+                    return probe, None, early
+                now = self.clock()
+                inflight = len(self.tracker.inflight)
+                if readiness.update(probe, inflight=inflight, query_seen=self.tracker.query_seen, now=now):
+                    if png is None:  # not bracketed (cannot happen: a settled poll came first)
+                        png, shot_seconds = await self._screenshot()
+                    return probe, png, None
+                png, shot_seconds = None, 0.0  # a picture taken before a change is dropped
+                if readiness.settled:  # the next poll decides; take the picture in between
+                    settled_at = now
+                    png, shot_seconds = await self._screenshot()
+                    await asyncio.sleep(max(0.0, settled_at + SETTLE_INTERVAL - self.clock()))
+                    continue
+                await self._pause(POLL_INTERVAL if inflight else SETTLE_INTERVAL)
+        finally:
+            total = self.clock() - started
+            self.steps["wait_ready"] = round(self.steps.get("wait_ready", 0.0) + total - shot_seconds, 4)
+            if shot_seconds:
+                self.steps["screenshot"] = round(self.steps.get("screenshot", 0.0) + shot_seconds, 4)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` (never past the deadline), or until the last request in flight ends."""
+        seconds = min(seconds, max(self.deadline - self.clock(), 0.0))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.tracker.drained.wait(), seconds)
+
+    async def _screenshot(self) -> tuple[bytes, float]:
+        start = self.clock()
+        await self.parked
+        png = await _screenshot(self.page, self.deadline, self.clock)
+        return png, self.clock() - start
 
 
 async def _probe(page: Page, remaining: float) -> Probe | None:
@@ -241,20 +300,18 @@ async def _probe(page: Page, remaining: float) -> Probe | None:
         return Probe()  # "Execution context was destroyed": navigation in progress
 
 
-async def _screenshot(page: Page, deadline: float, clock: Callable[[], float]) -> bytes:
+async def _park_pointer(page: Page) -> None:
     viewport = page.viewport_size or {"width": 1000, "height": 500}
-    # park the pointer just outside the viewport's bottom-right corner, as grafana-image-renderer
-    # does: the panel never sees a hover (no header menu, no tooltip, no crosshair)
-    await page.mouse.move(viewport["width"], viewport["height"])
+    with contextlib.suppress(PlaywrightError):  # a closed or crashed page fails the next call anyway
+        await page.mouse.move(viewport["width"], viewport["height"])
+
+
+async def _screenshot(page: Page, deadline: float, clock: Callable[[], float]) -> bytes:
     timeout = max(deadline - clock(), 1.0) * 1000
     try:
-        return await page.screenshot(
-            type="png",
-            animations="disabled",
-            caret="hide",
-            style="*, *::before, *::after { cursor: none !important; }",
-            timeout=timeout,
-        )
+        # headless screenshots never show the mouse cursor; "initial" leaves the caret alone
+        # (no style sheet is injected and removed around each picture)
+        return await page.screenshot(type="png", animations="disabled", caret="initial", timeout=timeout)
     except PlaywrightTimeout:
         raise CaptureTimeout("screenshot", page.url, "the screenshot") from None
 

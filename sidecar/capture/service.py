@@ -54,6 +54,7 @@ log = logging.getLogger("sidecar.capture")
 CACHEABLE = frozenset({CaptureClass.OK, CaptureClass.NO_DATA, CaptureClass.PANEL_ERROR})
 _STALL_GRACE = 5.0  # beyond the capture timeout, a hung browser call is cut off
 _CACHE_MAX = 128
+_CACHE_MAX_BYTES = 64 * 1024 * 1024  # pictures can be MBs each (whole dashboards, scale 2)
 _LOOKUP_TIMEOUT = 5.0
 
 
@@ -222,6 +223,10 @@ class CaptureService:
             del self._cache[k]
         while len(self._cache) > _CACHE_MAX:
             self._cache.popitem(last=False)
+        size = sum(len(r.image or b"") for _, r in self._cache.values())
+        while size > _CACHE_MAX_BYTES and len(self._cache) > 1:
+            _, (_, oldest) = self._cache.popitem(last=False)
+            size -= len(oldest.image or b"")
 
     async def _run(self, req: PanelCapture, timeout: float | None) -> CaptureResult:
         steps: dict[str, float] = {}

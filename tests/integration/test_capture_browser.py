@@ -422,6 +422,37 @@ async def test_recycle_when_rss_is_over_the_limit(env: Env) -> None:
         await closed_and_gone(service)  # including the browsers recycled meanwhile
 
 
+async def test_each_capture_gets_a_fresh_context_and_spares_stay_bounded(env: Env) -> None:
+    service, _ = await new_service(grafana_cfg(env.url))
+    browser = service.browser
+
+    async def settled(expected: int) -> None:
+        for _ in range(100):  # used contexts close, and spares open, in the background
+            if browser.open_contexts == expected:
+                return
+            await asyncio.sleep(0.05)
+        assert browser.open_contexts == expected
+
+    try:
+        await settled(1)  # the spare for the configured defaults, opened at start
+        for minutes in (5, 6, 7):  # the same options: each capture takes the spare, a new one opens
+            result = await service.capture(panel("1", time_from=f"now-{minutes}m"))
+            assert result.cls is CaptureClass.OK, result.detail
+            await settled(1)  # the used context is closed: contexts never serve two captures
+        small = await service.capture(panel("1", time_from="now-5m", width=400, height=200))
+        with Image.open(io.BytesIO(small.image or b"")) as im:  # the spare, opened at 1000×500, resized
+            assert im.size == (400, 200)
+        await settled(1)
+        second = await service.capture(panel("4", time_from="now-5m", scale=2))  # another option set
+        assert second.cls is CaptureClass.NO_DATA, second.detail
+        await settled(2)
+        third = await service.capture(panel("4", time_from="now-5m", timezone="Asia/Tokyo"))
+        assert third.cls is CaptureClass.NO_DATA, third.detail
+        await settled(2)  # spares for the two most recent option sets only
+    finally:
+        await closed_and_gone(service)
+
+
 async def test_capture_once_writes_the_file(env: Env, tmp_path: object) -> None:
     out = os.path.join(str(tmp_path), "panel.webp")
     cfg = parse_config(

@@ -122,6 +122,17 @@ async def test_cache_reuses_usable_results_within_the_ttl_only() -> None:
     assert service.stats()["cache"] == {"hit": 1, "shared": 0, "miss": 5}
 
 
+async def test_cache_is_bounded_in_bytes_oldest_out_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sidecar.capture.service._CACHE_MAX_BYTES", 10)  # the scripted pictures are 3 bytes
+    service, _ = make()
+    for minutes in range(5):
+        await service.capture(req(time_from=f"now-{minutes + 1}h"))
+    assert service.stats()["cached"] == 3
+    await service.capture(req(time_from="now-5h"))  # the newest is kept
+    await service.capture(req(time_from="now-1h"))  # the oldest was dropped
+    assert len(service.runs) == 6
+
+
 @pytest.mark.parametrize(
     ("cls", "cached"),
     [

@@ -1,0 +1,334 @@
+"""``python -m bench``: run the benchmarks, print markdown tables, write JSON.
+
+    python -m bench                       everything (about 10–14 min on 2 cores)
+    python -m bench --quick               a short smoke run (smaller counts, same code paths)
+    python -m bench --only delivery,e2e   some of: capture, delivery, e2e, memory
+    python -m bench --compare-ref REF     also run the capture benchmark on git revision REF
+    python -m bench --json PATH           where to write the JSON (default bench/results/latest.json)
+
+See bench/README.md for what each benchmark measures. Progress goes to stderr, the tables to
+stdout. Exit status 1 when a benchmark could not run (its error is in the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import capture, delivery, e2e, memory
+from bench.common import ROOT, fmt, load_avg, machine, table
+
+BENCHMARKS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+    "capture": capture.run,
+    "delivery": delivery.run,
+    "e2e": e2e.run,
+    "memory": memory.run,
+}
+DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="flashduty-sidecar benchmarks")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated: " + ", ".join(BENCHMARKS))
+    parser.add_argument("--compare-ref", metavar="REF", help="also measure the capture code of this git revision")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"output file (default {DEFAULT_JSON})")
+    args = parser.parse_args(argv)
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    report = asyncio.run(_run(chosen, quick=args.quick, compare_ref=args.compare_ref))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(render(report))
+    print(f"\nJSON: {args.json}", file=sys.stderr)
+    return 1 if any("error" in r for r in report["results"].values()) else 0
+
+
+async def _run(chosen: list[str], *, quick: bool, compare_ref: str | None) -> dict[str, Any]:
+    started = time.monotonic()
+    report: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": quick,
+        "machine": machine(),
+        "results": {},
+    }
+    _log(f"machine: {report['machine']}")
+    for name in chosen:
+        _log(f"{name} …")
+        t0 = time.monotonic()
+        kwargs: dict[str, Any] = {"quick": quick, "log": _log}
+        if name == "capture":
+            kwargs["compare_ref"] = compare_ref
+        try:
+            report["results"][name] = await BENCHMARKS[name](**kwargs)
+        except Exception as e:  # one benchmark failing must not lose the others
+            report["results"][name] = {"error": f"{type(e).__name__}: {e}"}
+            _log(traceback.format_exc())
+        _log(f"{name} done in {time.monotonic() - t0:.0f}s")
+    report["seconds"] = round(time.monotonic() - started, 1)
+    report["load_avg_end"] = load_avg()
+    return report
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    head = (
+        f"Measured {report['started_at']} on {m['nproc']} × {m['cpu']}, {m['ram_gib']} GiB RAM, "
+        f"load average {' / '.join(str(x) for x in m['load_avg'])} at start, "
+        f"{' / '.join(str(x) for x in report.get('load_avg_end', []))} at the end; "
+        f"{m['chromium'] or 'no Chromium'}. Whole run {report['seconds']:.0f} s"
+        + (" (--quick: smoke counts, not for comparison)." if report["quick"] else ".")
+    )
+    parts = [head, "", _headline(report["results"])]
+    r = report["results"]
+    if "capture" in r and "error" not in r["capture"]:
+        parts += ["", _capture_table(r["capture"])]
+    if "delivery" in r and "error" not in r["delivery"]:
+        parts += ["", _delivery_table(r["delivery"])]
+    if "e2e" in r and "error" not in r["e2e"]:
+        parts += ["", _e2e_table(r["e2e"])]
+    if "memory" in r and "error" not in r["memory"]:
+        parts += ["", _memory_table(r["memory"])]
+    errors = [f"- {name}: {res['error']}" for name, res in r.items() if "error" in res]
+    if errors:
+        parts += ["", "Not measured:", *errors]
+    return "\n".join(parts)
+
+
+def _met(ok: bool | None) -> str:
+    return "–" if ok is None else ("yes" if ok else "**no**")
+
+
+def _headline(results: dict[str, Any]) -> str:
+    rows: list[list[str]] = []
+    cap = results.get("capture", {})
+    if "variants" in cap:
+        c1 = cap["variants"].get("product", {}).get("c1", {}).get("overhead_ms", {})
+        ok = c1.get("p50", 1e9) <= 150 and c1.get("p95", 1e9) <= 400 if c1 else None
+        rows.append(
+            [
+                "capture overhead above the page's ready time, p50 / p95 (one at a time)",
+                f"{fmt(c1.get('p50'))} / {fmt(c1.get('p95'))} ms",
+                "≤ 150 / ≤ 400 ms",
+                _met(ok),
+            ]
+        )
+        c4 = cap["variants"].get("product", {}).get("c4", {}).get("overhead_ms", {})
+        rows.append(
+            ["capture overhead p50 / p95 (4 at once)", f"{fmt(c4.get('p50'))} / {fmt(c4.get('p95'))} ms", "–", "–"]
+        )
+        ratio = cap["ratios"].get("throughput_c4_product_vs_naive")
+        rows.append(
+            [
+                "capture throughput at concurrency 4, product ÷ naive",
+                f"{fmt(ratio, 2)}×",
+                "≥ 2.5×",
+                _met(ratio >= 2.5 if ratio else None),
+            ]
+        )
+        shell = cap["ratios"].get("throughput_c4_headless_shell_vs_naive")
+        if shell is not None:
+            rows.append(
+                [
+                    "… the same with chromium-headless-shell (naive unchanged)",
+                    f"{fmt(shell, 2)}×",
+                    "≥ 2.5×",
+                    _met(shell >= 2.5),
+                ]
+            )
+    dlv = results.get("delivery", {})
+    if "distinct" in dlv:
+        d, dd = dlv["distinct"], dlv["dedup"]
+        rows.append(
+            [
+                f"delivery makespan ÷ T_min, {d['alerts']} alerts, {d['distinct_pictures']} pictures",
+                f"{fmt(d['makespan_s'], 2)} s ÷ {fmt(d['t_min_s'], 2)} s = {fmt(d['makespan_over_t_min'], 3)}",
+                "≤ 1.05",
+                _met(d["makespan_over_t_min"] <= 1.05),
+            ]
+        )
+        n429 = sum(d["http_429"].values()) + sum(dd["http_429"].values())
+        rows.append(["HTTP 429 answers (both bursts, sandbox counters)", str(n429), "0", _met(n429 == 0)])
+        expected = dd["alerts"] - dd["distinct_pictures"]
+        rows.append(
+            [
+                f"uploads saved by dedup ({dd['alerts']} alerts, {dd['distinct_pictures']} distinct pictures)",
+                f"{dd['uploads_saved']} ({dd['uploads_at_sandbox']} uploads)",
+                f"{expected}",
+                _met(dd["uploads_saved"] == expected),
+            ]
+        )
+    e = results.get("e2e", {})
+    if "summary" in e:
+        t = e["summary"]["total_ms"]
+        rows.append(
+            [
+                f"end to end, metric true → alert with picture, p50 / p95 ({t['n']} cycles)",
+                f"{fmt(t['p50'])} / {fmt(t['p95'])} ms",
+                "–",
+                "–",
+            ]
+        )
+    mem = results.get("memory", {})
+    if "growth_pct" in mem:
+        g = mem["growth_pct"]
+        worst = max(v for v in g.values() if v is not None) if any(v is not None for v in g.values()) else None
+        rows.append(
+            [
+                f"memory growth, capture {mem['first']['captures']} → {mem['last']['captures']} "
+                "(Python RSS / Chromium PSS / RSS)",
+                f"{fmt(g['python_rss_kb'], 1)} / {fmt(g['chromium_pss_kb'], 1)} / {fmt(g['chromium_rss_kb'], 1)} %",
+                "≤ 10 %",
+                _met(worst <= 10 if worst is not None else None),
+            ]
+        )
+    return table(["benchmark", "measured", "target", "met"], rows)
+
+
+def _capture_table(cap: dict[str, Any]) -> str:
+    rows = []
+    for name, by_c in cap["variants"].items():
+        for c, res in sorted(by_c.items()):
+            d, o = res["duration_ms"], res["overhead_ms"]
+            rows.append(
+                [
+                    name,
+                    c.removeprefix("c"),
+                    res["captures"],
+                    fmt(d["p50"]),
+                    fmt(d["p95"]),
+                    fmt(o["p50"]),
+                    fmt(o["p95"]),
+                    fmt(res["page_ready_ms"]["p50"]),
+                    fmt(res["captures_per_min"], 1),
+                    f"{res['pictures_drawn']}/{res['captures']}",
+                ]
+            )
+    plan = cap["plan"]
+    note = (
+        f"Capture: {cap['page']}. Concurrency 1: one capture at a time, {plan['c1_idle_gap_s']:g} s idle before "
+        "each (an alert that arrives alone); concurrency 4: back to back (a burst). "
+        f"{plan['rounds']} interleaved round(s). Overhead = capture time − the page's own ready time "
+        "(navigation start → last query done and chart drawn, reported by the page). "
+        "Pictures drawn: series visible and no loading indicator."
+    )
+    headers = [
+        "variant",
+        "conc.",
+        "captures",
+        "p50 ms",
+        "p95 ms",
+        "overhead p50",
+        "overhead p95",
+        "page ready p50",
+        "captures/min",
+        "drawn",
+    ]
+    return note + "\n\n" + table(headers, rows)
+
+
+def _delivery_table(dlv: dict[str, Any]) -> str:
+    rows = []
+    for label, d in (("distinct pictures", dlv["distinct"]), ("half the pictures identical", dlv["dedup"])):
+        rows.append(
+            [
+                label,
+                d["alerts"],
+                d["distinct_pictures"],
+                d["uploads_at_sandbox"],
+                d["followups"],
+                fmt(d["makespan_s"], 2),
+                fmt(d["t_min_s"], 2),
+                fmt(d["makespan_over_t_min"], 3),
+                sum(d["http_429"].values()),
+                f"{d['upload_windows_peak']['per_second_window']} / {d['upload_windows_peak']['per_minute_window']}",
+            ]
+        )
+    note = (
+        f"Delivery: one burst through the real outbox, pipeline, uploader and client to the sandbox Flashduty; "
+        f"{dlv['limits']}; image budget {dlv['image_budget_s']:g} s (scaled alike). {dlv['formula']}."
+    )
+    headers = [
+        "burst",
+        "alerts",
+        "distinct pictures",
+        "uploads",
+        "follow-ups",
+        "makespan s",
+        "T_min s",
+        "ratio",
+        "429s",
+        "peak uploads per window (s / min)",
+    ]
+    return note + "\n\n" + table(headers, rows)
+
+
+def _e2e_table(e: dict[str, Any]) -> str:
+    labels = {
+        "total_ms": "total: metric true → alert with picture",
+        "eval_wait_ms": "evaluation wait (scrape + rule interval)",
+        "capture_ms": "capture",
+        "upload_ms": "upload",
+        "push_ms": "push",
+        "other_ms": "other (outbox, hashing, scheduling)",
+    }
+    rows = [
+        [label, fmt(e["summary"][k]["p50"]), fmt(e["summary"][k]["p95"]), fmt(e["median_share_pct"].get(k), 1)]
+        for k, label in labels.items()
+    ]
+    note = (
+        "End to end: real Prometheus (scrape 1 s) → daemon (rule every 1 s, for 0 s) → capture (real Chromium, "
+        "sandbox Grafana) → sandbox Flashduty; "
+        f"{e['summary']['total_ms']['n']} cycles."
+    )
+    return note + "\n\n" + table(["part", "p50 ms", "p95 ms", "share of p50 %"], rows)
+
+
+def _memory_table(mem: dict[str, Any]) -> str:
+    rows = []
+    for s in mem["samples"]:
+        if s is mem["samples"][0] or s is mem["samples"][-1] or s["captures"] % 100 == 0:
+            rows.append(
+                [
+                    s["captures"],
+                    fmt(s["python_rss_kb"] / 1024, 1),
+                    fmt(s["chromium_pss_kb"] / 1024, 1),
+                    fmt(s["chromium_rss_kb"] / 1024, 1),
+                ]
+            )
+    g = mem["growth_pct"]
+    rows.append(
+        [
+            "growth",
+            f"{fmt(g['python_rss_kb'], 1)} %",
+            f"{fmt(g['chromium_pss_kb'], 1)} %",
+            f"{fmt(g['chromium_rss_kb'], 1)} %",
+        ]
+    )
+    note = (
+        f"Memory: {mem['captures']} captures at concurrency {mem['concurrency']} on one browser "
+        f"({mem['browser_launches']} launch(es)); {mem['pictures_drawn']}/{mem['pictures_checked']} sampled "
+        f"pictures drawn; {mem['captures_per_min']} captures/min."
+    )
+    return note + "\n\n" + table(["after capture", "Python RSS MiB", "Chromium PSS MiB", "Chromium RSS MiB"], rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
