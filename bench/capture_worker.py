@@ -57,6 +57,19 @@ def _request(spec: dict[str, Any], index: int) -> Any:
     )
 
 
+def _uss_kb(pid: int) -> int:
+    """Memory only this process uses (private pages): what its exit would free."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return total
+
+
 def _rss_kb(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as f:
@@ -148,12 +161,17 @@ class _Product:
         result = await self.service.capture(_request(spec, index))
         return str(result.cls), dict(result.steps), result.image
 
-    def chromium_memory(self) -> tuple[int, int]:
-        """(PSS, RSS) in kB of all the browser's processes."""
+    def chromium_memory(self) -> dict[str, int]:
+        """PSS, USS and RSS in kB, summed over all the browser's processes."""
         from sidecar.capture.browser import chromium_processes, process_memory_bytes
 
         pids = chromium_processes(self.service.browser.markers)
-        return process_memory_bytes(pids) // 1024, sum(_rss_kb(p) for p in pids)
+        return {
+            "chromium_pss_kb": process_memory_bytes(pids) // 1024,
+            "chromium_uss_kb": sum(_uss_kb(p) for p in pids),
+            "chromium_rss_kb": sum(_rss_kb(p) for p in pids),
+            "chromium_processes": len(pids),
+        }
 
     def launches(self) -> int:
         return int(self.service.browser.launches)
@@ -194,8 +212,8 @@ class _Naive:
             await browser.close()
         return "ok", {}, png
 
-    def chromium_memory(self) -> tuple[int, int]:
-        return 0, 0
+    def chromium_memory(self) -> dict[str, int]:
+        return {}
 
     def launches(self) -> int:
         return 0
@@ -271,14 +289,8 @@ async def _memory_at_rest(impl: _Product | _Naive, done: int) -> dict[str, int]:
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)
     gc.collect()
-    pss, rss = await asyncio.to_thread(impl.chromium_memory)
-    return {
-        "captures": done,
-        "python_rss_kb": _rss_kb(os.getpid()),
-        "chromium_pss_kb": pss,
-        "chromium_rss_kb": rss,
-        "open_contexts": impl.open_contexts(),
-    }
+    browser = await asyncio.to_thread(impl.chromium_memory)
+    return {"captures": done, "python_rss_kb": _rss_kb(os.getpid()), **browser, "open_contexts": impl.open_contexts()}
 
 
 def main() -> None:

@@ -1,11 +1,14 @@
 """Memory benchmark: does anything grow across many captures?
 
 ``CaptureService`` (in its own process, ``capture_worker.py``) takes ``count`` captures of the
-sandbox panel at concurrency 2, every request distinct. Every ``every`` captures it samples the
-RSS of its own Python process and the PSS and RSS of all the browser's Chromium processes (found
-by the browser's marker in ``/proc``, like ``capture.max_browser_rss_mb`` does; PSS splits shared
-pages fairly, the RSS sum counts Chromium's shared libraries once per process). Growth compares
-the sample at capture ``every`` (the browser warm, caches filled) with the last one.
+sandbox panel at concurrency 2, every request distinct, in batches of ``every``. After each
+batch, once the browser is at rest again (used contexts closed, the next spare open) and after a
+garbage collection, it samples the RSS of its own Python process and, summed over all the
+browser's Chromium processes (found by the browser's marker in ``/proc``, like
+``capture.max_browser_rss_mb`` does): USS (private pages: what a leak grows), PSS (shared pages
+split between the processes mapping them — on a machine where other Chromiums run, their share
+moves with those) and RSS (shared libraries counted once per process). Growth compares the
+sample after capture ``every`` (the browser warm) with the last one.
 ``recycle_after`` and ``max_browser_rss_mb`` are set out of reach so that one browser lives
 through the whole run; relaunches, if any, are reported.
 """
@@ -23,6 +26,7 @@ from bench.common import find_chromium, serve
 from sidecar.sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
 
 FULL = {"count": 500, "every": 50, "concurrency": 2}
+KEYS = ("python_rss_kb", "chromium_uss_kb", "chromium_pss_kb", "chromium_rss_kb")
 QUICK = {"count": 20, "every": 10, "concurrency": 2}
 
 
@@ -75,7 +79,7 @@ async def run(*, quick: bool, log: Any = print) -> dict[str, Any]:
         "samples": samples,
         "first": first,
         "last": last,
-        "growth_pct": {k: growth(k) for k in ("python_rss_kb", "chromium_pss_kb", "chromium_rss_kb")},
+        "growth_pct": {k: growth(k) for k in KEYS},
         "captures_per_min": round(len(result["captures"]) / result["elapsed_s"] * 60, 1),
         "seconds": round(time.monotonic() - started, 1),
     }
