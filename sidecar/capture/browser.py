@@ -1,15 +1,30 @@
-"""One warm Chromium, a fresh context per capture (prepared ahead), relaunched on crash, recycled.
+"""One warm Chromium, pooled contexts (prepared ahead, reused a bounded number of times),
+relaunched on crash, recycled.
 
 ``BrowserManager`` owns Playwright and the browser process. Each capture borrows a context with
-``async with manager.lease(options, prepare) as lease``; ``lease.run`` stops page work at once
-if the browser dies. Every context serves exactly one capture and is then closed (in the
-background, tracked: the capture does not wait for it, ``close()`` does).
+``async with manager.lease(options, prepare, reset=...) as lease``; ``lease.run`` stops page work
+at once if the browser dies.
 
-Spares: opening a context and its first page costs a renderer process, a few hundred ms on a
-busy machine. So after each lease the manager opens the *next* context ahead of time, off the
-critical path, with the same options and ``prepare`` (auth routes, page, listeners), one spare
-per option set for the two most recent option sets. A spare is never reused: it is a fresh
-context that simply was opened before it was needed.
+Why contexts are pooled: opening a context and its first page costs a renderer process and, in
+Chromium's new headless mode, a browser window — about a CPU-second on a 2-core machine, more
+than the rest of a capture — and a fresh context starts with an empty HTTP cache, so a real
+Grafana page downloads its JavaScript again. All captures use the same Grafana credentials, so
+nothing is gained by isolating them from each other (grafana-image-renderer's
+``contextPerRenderKey`` mode reuses a context per user the same way).
+
+The rules:
+
+* after a lease that ended without an exception, the context goes back to the pool of its
+  option set once ``reset`` has run on what ``prepare`` made (the page goes to ``about:blank``,
+  listeners are cleared); a failing ``reset`` closes it instead;
+* a context serves at most ``capture.context_reuse`` captures, then it is closed and a fresh
+  one is opened ahead, off the critical path; ``context_reuse: 1`` (or no ``reset``) gives every
+  capture a fresh context;
+* a lease that raised (timeout, crash, cancelled) closes its context: its page may be stuck;
+* when a lease returns no context to the pool, a *spare* is opened for the next one, so a
+  capture rarely waits for a context to open;
+* pools are kept for the two most recent option sets, each at most ``capture.concurrency``
+  contexts; closing happens in the background, tracked (``close()`` waits for it).
 
 The browser is relaunched when it disconnects (crash, OOM kill) and recycled gracefully —
 in-flight captures finish on the old one, then it is closed — after ``capture.recycle_after``
@@ -50,6 +65,7 @@ __all__ = ["BrowserManager", "Lease", "chromium_processes", "process_memory_byte
 T = TypeVar("T")
 R = TypeVar("R")
 Prepare = Callable[[BrowserContext], Awaitable[T]]
+Reset = Callable[[T], Awaitable[None]]
 
 log = logging.getLogger("sidecar.capture")
 
@@ -64,19 +80,21 @@ CHROMIUM_ARGS = (
     "--mute-audio",
 )
 _CLOSE_TIMEOUT = 10.0
-SPARE_OPTION_SETS = 2  # spares are kept for this many distinct option sets (most recent first)
+SPARE_OPTION_SETS = 2  # pools are kept for this many distinct option sets (most recent first)
+_RESET_TIMEOUT = 5.0  # longest a context may take to get ready for its next capture
 RSS_SAMPLE_EVERY = 1.0  # seconds between two background memory samples of one browser
 
 
 # --------------------------------------------------------------------------- the manager
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class _Opened(Generic[T]):
-    """A fresh context and what ``prepare`` made of it (a page, its listeners)."""
+    """A context, what ``prepare`` made of it (a page, its listeners), and its captures so far."""
 
     context: BrowserContext
     prepared: T
+    uses: int = 0
 
 
 @dataclass(eq=False)
@@ -90,7 +108,8 @@ class _Instance:
     retired: str = ""  # reason, once retired
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     gone: asyncio.Event = field(default_factory=asyncio.Event)  # the process died or was closed
-    spares: dict[str, asyncio.Task[_Opened[Any] | None]] = field(default_factory=dict)  # by option set, LRU
+    # idle contexts by option set (LRU), each a task: still opening, resetting, or ready
+    spares: dict[str, list[asyncio.Task[_Opened[Any] | None]]] = field(default_factory=dict)
     sampling: bool = False
     sampled_at: float = float("-inf")
 
@@ -120,8 +139,8 @@ async def _unless_gone(coro: Awaitable[T], gone: asyncio.Event) -> T:
 
 @dataclass(frozen=True)
 class Lease(Generic[T]):
-    """A fresh browser context, what ``prepare`` made of it, and a way to run page work that
-    stops if the browser dies."""
+    """A browser context (fresh, or reset after earlier captures), what ``prepare`` made of it,
+    and a way to run page work that stops if the browser dies."""
 
     context: BrowserContext
     prepared: T
@@ -163,6 +182,7 @@ class BrowserManager:
         self._next_reason = "start"
         self._crash_streak = 0  # browsers in a row that died before finishing a capture
         self.launches = 0
+        self.contexts_opened = 0
         self.rss_bytes = 0
 
     # ----------------------------------------------------------------- public
@@ -205,8 +225,9 @@ class BrowserManager:
         async with self._lock:
             pass  # a launch in progress finishes and is registered, so it is closed below
         for inst in self._all:  # nobody will take them: closing the browser closes what opened
-            for task in inst.spares.values():
-                task.cancel()
+            for tasks in inst.spares.values():
+                for task in tasks:
+                    task.cancel()
         # background work: relaunches return at once now, spares and closes of contexts and
         # retired browsers complete (a finishing capture may still hand over a context to close)
         for _ in range(3):
@@ -225,35 +246,51 @@ class BrowserManager:
 
     @contextlib.asynccontextmanager
     async def lease(
-        self, options: Mapping[str, Any], prepare: Prepare[T], *, key: str | None = None
+        self,
+        options: Mapping[str, Any],
+        prepare: Prepare[T],
+        *,
+        reset: Reset[T] | None = None,
+        key: str | None = None,
     ) -> AsyncIterator[Lease[T]]:
-        """A fresh context with ``options``, ``prepare`` already run on it; closed after the block.
+        """A context with ``options``, ``prepare`` already run on it, for the block.
 
-        The context is the spare opened ahead for these options (same ``key``, by default
-        ``options_key(options)``) when there is one, else opened now; either way a spare for
-        the next lease is opened in the background. ``prepare`` must leave the context ready
-        for any capture with these options: it is reused for the spares of this key.
+        The context comes from the pool of these options (same ``key``, by default
+        ``options_key(options)``) when one is idle, else it is opened now. After the block it
+        goes back to the pool (``reset`` run on it) when the block raised nothing, ``reset`` is
+        given and it has served fewer than ``capture.context_reuse`` captures; otherwise it is
+        closed and a spare opened in the background. ``prepare`` must leave a context ready for
+        any capture with these options, ``reset`` must bring it back to that state.
         """
         spare_key = options_key(options) if key is None else key
         inst = await self._acquire()
         opened: _Opened[T] | None = None
-        cancelled = False
+        clean = cancelled = False
         try:
             opened = await self._take_spare(inst, spare_key)
             if opened is None:
                 opened = await self._open(inst, options, prepare)
+            opened.uses += 1
             yield Lease(opened.context, opened.prepared, inst.gone)
+            clean = True
         except asyncio.CancelledError:
             cancelled = True
             raise
         finally:
+            pooled = worn = False
             if opened is not None:
-                self._spawn(self._close_context(opened.context))
+                worn = opened.uses >= self._cfg.context_reuse
+                if clean and reset is not None and not worn:
+                    pooled = self._pool(inst, spare_key, opened, reset)
+                if not pooled:
+                    self._spawn(self._close_context(opened.context))
             await self._release(inst)
-            if not cancelled:
+            if pooled:
+                self._remember(spare_key, dict(options), prepare)
+            elif not cancelled:
                 # the next capture's context, opened now rather than while this capture was
                 # loading its page (a new page competes with a navigation for the browser thread)
-                self._keep_spare(inst, spare_key, dict(options), prepare)
+                self._keep_spare(inst, spare_key, dict(options), prepare, replace=clean and worn)
 
     def prewarm(self, options: Mapping[str, Any], prepare: Prepare[Any], *, key: str | None = None) -> None:
         """Open a spare for ``options`` now (e.g. the config's defaults, at start)."""
@@ -270,6 +307,7 @@ class BrowserManager:
             if not inst.browser.is_connected():
                 raise CaptureError("the browser crashed before the capture started") from None
             raise
+        self.contexts_opened += 1
         try:
             prepared = await _unless_gone(prepare(ctx), inst.gone)
         except BaseException:
@@ -278,33 +316,75 @@ class BrowserManager:
         return _Opened(ctx, prepared)
 
     async def _take_spare(self, inst: _Instance, key: str) -> _Opened[Any] | None:
-        """The spare for ``key`` (waiting for it if it is still being opened), or None."""
-        task = inst.spares.pop(key, None)
-        if task is None:
-            return None
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if task.cancelled() and current is not None and not current.cancelling():
-                return None  # the spare was given up (closing), not this capture
-            self._discard(task)
-            raise
+        """An idle context for ``key`` — a ready one first, else the one that will be ready
+        first (waiting for it) — or None when the pool is empty or what it held failed."""
+        tasks = inst.spares.get(key)
+        while tasks:
+            ready = [t for t in tasks if t.done()]
+            task = ready[0] if ready else tasks[0]
+            tasks.remove(task)
+            if not tasks:
+                inst.spares.pop(key, None)
+            try:
+                opened = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if task.cancelled() and current is not None and not current.cancelling():
+                    return None  # the spare was given up (closing), not this capture
+                self._discard(task)
+                raise
+            if opened is not None:
+                return opened
+            tasks = inst.spares.get(key)
+        return None
 
-    def _keep_spare(self, inst: _Instance, key: str, options: dict[str, Any], prepare: Prepare[Any]) -> None:
-        """Make sure a spare for ``key`` is open or opening on ``inst`` (LRU of option sets)."""
+    def _remember(self, key: str, options: dict[str, Any], prepare: Prepare[Any]) -> None:
         self._recent.pop(key, None)
         self._recent[key] = (options, prepare)
         while len(self._recent) > SPARE_OPTION_SETS:
             self._recent.pop(next(iter(self._recent)))
+
+    def _add_idle(self, inst: _Instance, key: str, task: asyncio.Task[_Opened[Any] | None]) -> None:
+        """Put ``task`` in the pool of ``key`` (most recently used); trim pools and option sets."""
+        tasks = inst.spares.pop(key, [])
+        tasks.append(task)
+        inst.spares[key] = tasks
+        while len(tasks) > self._cfg.concurrency:
+            self._discard(tasks.pop(0))
+        while len(inst.spares) > SPARE_OPTION_SETS:
+            for old in inst.spares.pop(next(iter(inst.spares))):
+                self._discard(old)
+
+    def _keep_spare(
+        self, inst: _Instance, key: str, options: dict[str, Any], prepare: Prepare[Any], *, replace: bool = False
+    ) -> None:
+        """Make sure a context for ``key`` is idle or opening on ``inst``; with ``replace`` (a
+        context just closed worn out) open one unless the pool is full."""
+        self._remember(key, options, prepare)
         if self._closing or inst.retired or inst is not self._current:
             return
-        if key in inst.spares:
-            inst.spares[key] = inst.spares.pop(key)  # most recently used
+        tasks = inst.spares.get(key, [])
+        if not tasks or (replace and len(tasks) < self._cfg.concurrency):
+            self._add_idle(inst, key, self._spawn(self._open_spare(inst, options, prepare)))
         else:
-            inst.spares[key] = self._spawn(self._open_spare(inst, options, prepare))
-        while len(inst.spares) > SPARE_OPTION_SETS:
-            self._discard(inst.spares.pop(next(iter(inst.spares))))
+            inst.spares[key] = inst.spares.pop(key)  # most recently used
+
+    def _pool(self, inst: _Instance, key: str, opened: _Opened[T], reset: Reset[T]) -> bool:
+        """Return ``opened`` to the pool of ``key`` after ``reset``; False when it cannot be kept."""
+        if self._closing or inst.retired or inst is not self._current or not inst.browser.is_connected():
+            return False
+        self._add_idle(inst, key, self._spawn(self._reset_for_reuse(inst, opened, reset)))
+        return True
+
+    async def _reset_for_reuse(self, inst: _Instance, opened: _Opened[T], reset: Reset[T]) -> _Opened[T] | None:
+        try:
+            async with asyncio.timeout(_RESET_TIMEOUT):
+                await _unless_gone(reset(opened.prepared), inst.gone)
+        except Exception as e:  # the page is stuck or the browser died: a fresh one next time
+            log.debug("context not reusable: %s", _first_line(e))
+            await self._close_context(opened.context)
+            return None
+        return opened
 
     async def _open_spare(self, inst: _Instance, options: dict[str, Any], prepare: Prepare[T]) -> _Opened[T] | None:
         try:
@@ -387,8 +467,9 @@ class BrowserManager:
         if inst.retired:
             return
         inst.retired = reason
-        for task in inst.spares.values():
-            self._discard(task)
+        for tasks in inst.spares.values():
+            for task in tasks:
+                self._discard(task)
         inst.spares.clear()
         if inst is self._current:
             self._current = None

@@ -83,6 +83,16 @@ class NetworkTracker:
         self.requests = 0
         self.drained = asyncio.Event()  # set when the last request in flight finishes
 
+    def reset(self) -> None:
+        """Forget the previous capture (a reused page): nothing in flight, nothing seen."""
+        self.inflight = set()
+        self.query_seen = False
+        self.document_status = None
+        self.auth_failure = None
+        self.fetch_error = None
+        self.requests = 0
+        self.drained.clear()
+
     def attach(self, page: Page) -> None:
         page.on("request", self._on_request)
         page.on("requestfinished", self._on_done)
@@ -180,7 +190,27 @@ async def shoot(
 ) -> Shot:
     """navigate → wait_ready → screenshot. Raises ``CaptureTimeout`` / ``CaptureError``."""
     crashed: list[bool] = []
-    page.on("crash", lambda _page: crashed.append(True))
+
+    def on_crash(_page: Page) -> None:
+        crashed.append(True)
+
+    page.on("crash", on_crash)
+    try:
+        return await _shoot(page, tracker, url, whole_dashboard, deadline, steps, clock, crashed)
+    finally:
+        page.remove_listener("crash", on_crash)  # the page may serve the next capture
+
+
+async def _shoot(
+    page: Page,
+    tracker: NetworkTracker,
+    url: str,
+    whole_dashboard: bool,
+    deadline: float,
+    steps: dict[str, float],
+    clock: Callable[[], float],
+    crashed: list[bool],
+) -> Shot:
     with timed(steps, "navigate", clock):
         await _navigate(page, url, deadline, clock, tracker)
     facts = PageFacts(url=page.url, document_status=tracker.document_status, auth_failure=tracker.auth_failure)

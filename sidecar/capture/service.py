@@ -288,7 +288,7 @@ class CaptureService:
         options = _context_options(req)
         async with contextlib.AsyncExitStack() as stack:
             with timed(steps, "context", self._clock):
-                lease = await stack.enter_async_context(self._browser.lease(options, self._prepare))
+                lease = await stack.enter_async_context(self._browser.lease(options, self._prepare, reset=self._reset))
                 page, tracker = lease.prepared
                 if page.viewport_size != options["viewport"]:  # a spare opened for another size
                     await lease.run(page.set_viewport_size(options["viewport"]))
@@ -321,6 +321,13 @@ class CaptureService:
         page = await context.new_page()
         tracker.attach(page)
         return page, tracker
+
+    async def _reset(self, prepared: tuple[Page, NetworkTracker]) -> None:
+        """Ready a used page for the next capture: leave Grafana's page (its scripts, timers and
+        sockets stop, its memory is freed), then forget its requests."""
+        page, tracker = prepared
+        await page.goto("about:blank")
+        tracker.reset()
 
     def _result(
         self,

@@ -422,33 +422,132 @@ async def test_recycle_when_rss_is_over_the_limit(env: Env) -> None:
         await closed_and_gone(service)  # including the browsers recycled meanwhile
 
 
-async def test_each_capture_gets_a_fresh_context_and_spares_stay_bounded(env: Env) -> None:
-    service, _ = await new_service(grafana_cfg(env.url))
+async def settled(service: CaptureService, expected: int) -> None:
+    """Wait until the browser has ``expected`` contexts open (closing and opening happen in the
+    background after a capture)."""
+    for _ in range(100):
+        if service.browser.open_contexts == expected:
+            return
+        await asyncio.sleep(0.05)
+    assert service.browser.open_contexts == expected
+
+
+async def eventually(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within 5 s: {what}")
+
+
+def idle_page_urls(service: CaptureService) -> list[str]:
+    """URLs of the pages of the current browser's contexts (white-box: for the reset check)."""
+    inst = service.browser._current
+    assert inst is not None
+    return [page.url for ctx in inst.browser.contexts for page in ctx.pages]
+
+
+async def test_a_context_serves_context_reuse_captures_then_a_fresh_one_replaces_it(env: Env) -> None:
+    service, _ = await new_service(grafana_cfg(env.url), context_reuse=3)
     browser = service.browser
-
-    async def settled(expected: int) -> None:
-        for _ in range(100):  # used contexts close, and spares open, in the background
-            if browser.open_contexts == expected:
-                return
-            await asyncio.sleep(0.05)
-        assert browser.open_contexts == expected
-
     try:
-        await settled(1)  # the spare for the configured defaults, opened at start
-        for minutes in (5, 6, 7):  # the same options: each capture takes the spare, a new one opens
+        await settled(service, 1)  # the spare for the configured defaults, opened at start
+        assert browser.contexts_opened == 1
+        for n, minutes in enumerate((5, 6), start=1):  # the same options: the same context, reset
             result = await service.capture(panel("1", time_from=f"now-{minutes}m"))
             assert result.cls is CaptureClass.OK, result.detail
-            await settled(1)  # the used context is closed: contexts never serve two captures
+            assert_shows_data(result.image)
+            await settled(service, 1)
+            assert browser.contexts_opened == 1, f"capture {n} opened a context"
+        for _ in range(100):  # back on about:blank: Grafana's page, its timers and sockets are gone
+            if idle_page_urls(service) == ["about:blank"]:
+                break
+            await asyncio.sleep(0.05)
+        assert idle_page_urls(service) == ["about:blank"]
+        # another size takes the same context (the viewport changes, not the option set)
         small = await service.capture(panel("1", time_from="now-5m", width=400, height=200))
-        with Image.open(io.BytesIO(small.image or b"")) as im:  # the spare, opened at 1000×500, resized
+        with Image.open(io.BytesIO(small.image or b"")) as im:
             assert im.size == (400, 200)
-        await settled(1)
+        # that was its third capture: closed, and a fresh one opened ahead for the next
+        await eventually(lambda: browser.contexts_opened == 2, "a fresh context opened")
+        await settled(service, 1)
+        after = await service.capture(panel("1", time_from="now-7m"))
+        assert after.cls is CaptureClass.OK and browser.contexts_opened == 2
+    finally:
+        await closed_and_gone(service)
+
+
+async def test_a_reused_page_reports_each_capture_on_its_own(env: Env) -> None:
+    """Classes, titles and pictures do not leak from one capture into the next on a reused page."""
+    service, _ = await new_service(grafana_cfg(env.url), context_reuse=50)
+    browser = service.browser
+    try:
+        sequence = [
+            (panel("1", time_from="now-11m"), CaptureClass.OK),
+            (panel("99"), CaptureClass.NOT_FOUND),
+            (panel("4", time_from="now-11m"), CaptureClass.NO_DATA),
+            (panel("1", time_from="now-12m"), CaptureClass.OK),
+            (panel("5", time_from="now-11m"), CaptureClass.PANEL_ERROR),
+            (panel("1", time_from="now-13m"), CaptureClass.OK),
+        ]
+        for req, expected in sequence:
+            result = await service.capture(req)
+            assert result.cls is expected, (req.panel, result.detail)
+            if expected is CaptureClass.OK:
+                assert_shows_data(result.image)
+        assert browser.contexts_opened == 1  # all on one context
+    finally:
+        await closed_and_gone(service)
+
+
+async def test_a_failed_capture_closes_its_context(env: Env) -> None:
+    service, _ = await new_service(grafana_cfg(env.url))
+    browser = service.browser
+    try:
+        assert (await service.capture(panel("1", time_from="now-21m"))).cls is CaptureClass.OK
+        await settled(service, 1)
+        opened = browser.contexts_opened
+        assert (await service.capture(panel("3"), timeout=2)).cls is CaptureClass.TIMEOUT
+        # the stuck page was closed, a fresh spare opened instead
+        await eventually(lambda: browser.contexts_opened == opened + 1, "a fresh spare opened")
+        await settled(service, 1)
+        assert (await service.capture(panel("1", time_from="now-22m"))).cls is CaptureClass.OK
+        assert browser.contexts_opened == opened + 1  # and that spare served the next capture
+    finally:
+        await closed_and_gone(service)
+
+
+async def test_context_reuse_1_gives_every_capture_a_fresh_context_and_spares_stay_bounded(env: Env) -> None:
+    service, _ = await new_service(grafana_cfg(env.url), context_reuse=1)
+    browser = service.browser
+    try:
+        await settled(service, 1)  # the spare for the configured defaults, opened at start
+        for n, minutes in enumerate((5, 6, 7), start=1):  # each capture takes the spare, a new one opens
+            result = await service.capture(panel("1", time_from=f"now-{minutes}m"))
+            assert result.cls is CaptureClass.OK, result.detail
+            await eventually(lambda n=n: browser.contexts_opened == 1 + n, "the next spare opened")
+            await settled(service, 1)  # the used context is closed
         second = await service.capture(panel("4", time_from="now-5m", scale=2))  # another option set
         assert second.cls is CaptureClass.NO_DATA, second.detail
-        await settled(2)
+        await settled(service, 2)
         third = await service.capture(panel("4", time_from="now-5m", timezone="Asia/Tokyo"))
         assert third.cls is CaptureClass.NO_DATA, third.detail
-        await settled(2)  # spares for the two most recent option sets only
+        await settled(service, 2)  # spares for the two most recent option sets only
+    finally:
+        await closed_and_gone(service)
+
+
+async def test_concurrent_captures_share_a_pool_of_at_most_concurrency_contexts(env: Env) -> None:
+    service, _ = await new_service(grafana_cfg(env.url), concurrency=3, context_reuse=100)
+    browser = service.browser
+    try:
+        for wave in range(3):
+            results = await asyncio.gather(
+                *(service.capture(panel("1", time_from=f"now-{30 + wave * 10 + i}m")) for i in range(5))
+            )
+            assert [r.cls for r in results] == [CaptureClass.OK] * 5, [r.detail for r in results]
+        await settled(service, 3)  # at most one idle context per concurrent capture
+        assert browser.contexts_opened <= 4  # the start spare + those opened while all were busy
     finally:
         await closed_and_gone(service)
 
