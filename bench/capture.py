@@ -45,6 +45,8 @@ WORKER = Path(__file__).with_name("capture_worker.py")
 QUERY_DELAY = 0.3
 DASHBOARD, PANEL = "sandbox", "1"
 SHELL = "product, headless shell"  # the same code with chromium-headless-shell, when installed
+FRESH = "product, context_reuse 1"  # the same code with a fresh context for every capture
+C4_ONLY = (SHELL, FRESH)  # variants shown for throughput only
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Variant:
     chromium: str
     worker: Path = WORKER
     pythonpath: Path = ROOT  # where its ``sidecar`` package comes from
+    capture: tuple[tuple[str, Any], ...] = ()  # ``capture:`` settings other than the defaults
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,11 @@ def variants(compare_ref: str | None, tmp: Path) -> list[Variant]:
     chromium = find_chromium()
     if chromium is None:
         raise RuntimeError("no Chromium: install chromium or set SIDECAR_CHROMIUM")
-    out = [Variant("product", "product", chromium), Variant("naive", "naive", chromium)]
+    out = [
+        Variant("product", "product", chromium),
+        Variant("naive", "naive", chromium),
+        Variant(FRESH, "product", chromium, capture=(("context_reuse", 1),)),
+    ]
     if compare_ref:
         out.insert(1, _ref_variant(compare_ref, chromium, tmp))
     shell = find_headless_shell()
@@ -198,8 +205,8 @@ async def run(*, quick: bool, compare_ref: str | None = None, log: Any = print) 
                 for concurrency in (1, 4):
                     order = chosen if rnd % 2 == 0 else list(reversed(chosen))
                     for variant in order:
-                        if variant.name == SHELL and concurrency == 1:
-                            continue  # shown for throughput; one at a time it saves less
+                        if variant.name in C4_ONLY and concurrency == 1:
+                            continue  # shown for throughput; one at a time they differ less
                         count = plan.counts[(variant.impl, concurrency)]
                         spec = {
                             "impl": variant.impl,
@@ -216,6 +223,7 @@ async def run(*, quick: bool, compare_ref: str | None = None, log: Any = print) 
                             "width": 1000,
                             "height": 500,
                             "gap_s": plan.gap_s if concurrency == 1 else 0.0,
+                            "capture": dict(variant.capture),
                         }
                         next_index += plan.warmup + count + 10
                         t0 = time.monotonic()
@@ -286,7 +294,7 @@ def _ratios(results: dict[str, Any]) -> dict[str, float | None]:
 
     out: dict[str, float | None] = {}
     naive_rate = get("naive", "c4", "captures_per_min")
-    for name, key in (("product", "product"), (SHELL, "headless_shell")):
+    for name, key in (("product", "product"), (FRESH, "fresh_contexts"), (SHELL, "headless_shell")):
         rate = get(name, "c4", "captures_per_min")
         out[f"throughput_c4_{key}_vs_naive"] = round(rate / naive_rate, 2) if naive_rate and rate else None
     for c in ("c1", "c4"):

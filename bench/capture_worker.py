@@ -149,6 +149,8 @@ class _Product:
             concurrency=spec["concurrency"],
             timeout="30s",
             recycle_after=spec.get("recycle_after", 500),
+            cache_ttl=spec.get("cache_ttl", "60s"),
+            **spec.get("capture", {}),
             max_browser_rss_mb=spec.get("max_browser_rss_mb", 1024),
         )
         grafana = GrafanaConfig(url=spec["grafana_url"], token=SecretStr(spec["token"]))
@@ -272,7 +274,7 @@ async def _measure(impl: _Product | _Naive, spec: dict[str, Any]) -> dict[str, A
         await asyncio.gather(*(worker(todo) for _ in range(spec["concurrency"])))
         elapsed += time.time() - started
         if spec.get("memory_every"):
-            memory.append(await _memory_at_rest(impl, len(captures)))
+            memory.append(await _memory_at_rest(impl, len(captures), spec["concurrency"]))
     cpu_after = _tree_cpu()
     cpu = {k: round(v - cpu_before.get(k, 0.0), 2) for k, v in cpu_after.items()}
     drawn.update({i: _looks_drawn(img) for i, img in images.items()})  # after the clock stopped
@@ -281,11 +283,12 @@ async def _measure(impl: _Product | _Naive, spec: dict[str, Any]) -> dict[str, A
     return {"captures": captures, "elapsed_s": elapsed, "memory": memory, "launches": impl.launches(), "cpu_s": cpu}
 
 
-async def _memory_at_rest(impl: _Product | _Naive, done: int) -> dict[str, int]:
-    """Memory once the captures of a batch are over and the browser is quiet again: the used
-    contexts closed and the next spare open (at most 5 s), after a garbage collection."""
+async def _memory_at_rest(impl: _Product | _Naive, done: int, pool: int) -> dict[str, int]:
+    """Memory once the captures of a batch are over and the browser is quiet again: worn-out
+    contexts closed, at most ``pool`` idle ones (their pages reset), after a garbage collection
+    (waits at most 5 s)."""
     deadline = time.monotonic() + 5.0
-    while impl.open_contexts() > 1 and time.monotonic() < deadline:
+    while impl.open_contexts() > pool and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)
     gc.collect()

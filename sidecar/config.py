@@ -208,7 +208,7 @@ class CaptureConfig(_Model):
     """Starting quality for jpeg/webp (lowered only to fit 5 MB)."""
     cache_ttl: Duration = 60.0
     """Identical captures (same panel, window, vars, size, theme) within this time share one picture."""
-    context_reuse: int = Field(default=20, ge=1, le=1000)
+    context_reuse: int = Field(default=25, ge=1, le=1000)
     """Captures one browser context (its cookies, cache and page) serves before it is closed; 1 = a fresh context for every capture. Reused only for the same scale, theme and time zone, and only after a capture that ended cleanly; in between, the page goes to `about:blank`."""
     recycle_after: int = Field(default=500, ge=1)
     """Relaunch the browser after this many captures."""

@@ -292,11 +292,18 @@ class BrowserManager:
                 # loading its page (a new page competes with a navigation for the browser thread)
                 self._keep_spare(inst, spare_key, dict(options), prepare, replace=clean and worn)
 
-    def prewarm(self, options: Mapping[str, Any], prepare: Prepare[Any], *, key: str | None = None) -> None:
-        """Open a spare for ``options`` now (e.g. the config's defaults, at start)."""
+    def prewarm(
+        self, options: Mapping[str, Any], prepare: Prepare[Any], *, count: int = 1, key: str | None = None
+    ) -> None:
+        """Open ``count`` spares for ``options`` now (e.g. the config's defaults, at start), at most
+        ``capture.concurrency``: the pool a burst of captures would leave behind anyway."""
         inst = self._current
-        if inst is not None and not inst.retired:
-            self._keep_spare(inst, options_key(options) if key is None else key, dict(options), prepare)
+        if inst is None or inst.retired:
+            return
+        spare_key = options_key(options) if key is None else key
+        self._keep_spare(inst, spare_key, dict(options), prepare)
+        for _ in range(min(count, self._cfg.concurrency) - 1):
+            self._keep_spare(inst, spare_key, dict(options), prepare, replace=True)
 
     # ----------------------------------------------------------------- contexts and spares
 

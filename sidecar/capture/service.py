@@ -116,7 +116,7 @@ class CaptureService:
 
     async def start(self) -> None:
         """Launch the warm browser (raises ``CaptureError`` when Chromium cannot start) and open
-        a spare context for the configured size, scale, theme and time zone."""
+        ``capture.concurrency`` contexts ahead for the configured size, scale, theme and time zone."""
         await self._browser.start()
         default = PanelCapture(
             dashboard="",
@@ -129,7 +129,7 @@ class CaptureService:
             theme=self._grafana.theme,
             timezone=self._grafana.timezone,
         )
-        self._browser.prewarm(_context_options(default), self._prepare)
+        self._browser.prewarm(_context_options(default), self._prepare, count=self._cfg.concurrency)
 
     async def close(self) -> None:
         """Cancel running captures, close contexts, the browser and Playwright."""
