@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 NAIVE_FLAGS = [
     "--no-sandbox",
@@ -126,7 +126,7 @@ def _looks_drawn(image: bytes | None) -> bool:
     from PIL import Image
 
     with Image.open(io.BytesIO(image)) as im:
-        colours = im.convert("RGB").getcolors(maxcolors=1 << 24) or []
+        colours = cast("list[tuple[int, tuple[int, int, int]]]", im.convert("RGB").getcolors(maxcolors=1 << 24) or [])
 
     def near(c: tuple[int, int, int], ref: tuple[int, int, int], tol: int) -> bool:
         return all(abs(a - b) <= tol for a, b in zip(c, ref, strict=True))

@@ -185,7 +185,7 @@ async def scenario(n: int, time_scale: float, *, shared_every_other: bool) -> di
             state = sandbox.state()
     makespan = done_at - first_put
     bound = t_min(distinct, time_scale)
-    upload_scope = next(iter(state["limits"]["upload"]["scopes"].values()), {})
+    upload_scope: dict[str, Any] = next(iter(state["limits"]["upload"]["scopes"].values()), {})
     pushes = state["endpoints"]["push"]["processed"]
     return {
         "alerts": n,

@@ -9,7 +9,12 @@ this process (``sidecar.app.Daemon``, real Chromium) with one prometheus rule
 Each cycle: set the exporter's value high (the **toggle**: the moment the PromQL condition
 becomes true at the source), wait until the sandbox Flashduty holds the firing alert with its
 picture, set it low, wait for the ``Ok`` and for the daemon to be idle. One cycle first is not
-measured (Prometheus's first scrapes, the dashboard lookup, the first capture). Per cycle:
+measured (Prometheus's first scrapes, the dashboard lookup, the first capture). A metric turns
+bad at any moment, not in step with the scrapes and evaluations: left alone, each cycle would
+start at the same point of their 1 s period (the cycles take about the same time), so before
+each toggle the benchmark waits a different fraction of that period — ``(k + ½) / cycles``
+seconds for k = 0 … cycles − 1, in a fixed shuffled order — and the evaluation wait is sampled
+across the whole period. Per cycle:
 
 * total: toggle → ``received_at`` (sandbox) of the first event of that alert with a picture;
 * evaluation wait: toggle → the event is put in the outbox (``Daemon.submit`` is wrapped): the
@@ -25,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import sys
 import tempfile
 import time
@@ -42,6 +48,7 @@ from sidecar.model import AlertEvent
 from sidecar.sandbox.runner import start_sandboxes
 
 RULE = "BenchErrors"
+PERIOD_S = 1.0  # scrape interval and rule interval
 FULL = {"cycles": 10}
 QUICK = {"cycles": 2}
 STEP_TIMEOUT = 30.0
@@ -197,7 +204,11 @@ async def run(*, quick: bool, log: Any = print) -> dict[str, Any]:
                     # not measured: Prometheus's first scrapes, the dashboard lookup, the first capture
                     await _cycle(daemon, boxes.flashduty, exporter, puts, lines)
                     cycles = []
-                    for i in range(plan["cycles"]):
+                    n = plan["cycles"]
+                    phases = [(k + 0.5) / n * PERIOD_S for k in range(n)]
+                    random.Random(7).shuffle(phases)  # fixed order: runs stay comparable
+                    for i, phase in enumerate(phases):
+                        await asyncio.sleep(phase)
                         cycles.append(await _cycle(daemon, boxes.flashduty, exporter, puts, lines))
                         c = cycles[-1]
                         log(
@@ -267,7 +278,7 @@ async def _cycle(
         ),
         "the delivery log line",
     )
-    capture_ms = float(line.captures[0]["ms"] or 0)  # type: ignore[attr-defined]
+    capture_ms = float(line.captures[0]["ms"] or 0)
     exporter.value = 0.0
     await _until(lambda: alert.alert_status == "Ok", "the Ok")
     await _until(lambda: daemon.pipeline.idle and daemon.outbox.pending_count() == 0, "the daemon to be idle")
