@@ -15,14 +15,17 @@ nothing is gained by isolating them from each other (grafana-image-renderer's
 The rules:
 
 * after a lease that ended without an exception, the context goes back to the pool of its
-  option set once ``reset`` has run on what ``prepare`` made (the page goes to ``about:blank``,
-  listeners are cleared); a failing ``reset`` closes it instead;
+  option set once ``reset`` has run on what ``prepare`` made (the service's: the page goes to
+  ``about:blank``, its request tracking starts over); a failing ``reset`` closes it instead, as
+  does a page that crashed or closed while idle (checked when it is taken). Cookies and storage
+  stay: every capture uses the same Grafana credentials;
 * a context serves at most ``capture.context_reuse`` captures, then it is closed and a fresh
   one is opened ahead, off the critical path; ``context_reuse: 1`` (or no ``reset``) gives every
   capture a fresh context;
 * a lease that raised (timeout, crash, cancelled) closes its context: its page may be stuck;
-* when a lease returns no context to the pool, a *spare* is opened for the next one, so a
-  capture rarely waits for a context to open;
+* whenever a context is closed instead of going back to the pool, a *spare* is opened in its
+  place (up to ``capture.concurrency`` per pool), so a capture rarely waits for a context to
+  open; the same number is opened at start and after a relaunch;
 * pools are kept for the two most recent option sets, each at most ``capture.concurrency``
   contexts; closing happens in the background, tracked (``close()`` waits for it).
 
@@ -95,6 +98,11 @@ class _Opened(Generic[T]):
     context: BrowserContext
     prepared: T
     uses: int = 0
+    crashed: bool = False  # a page of the context crashed (checked before it is reused)
+
+    def usable(self) -> bool:
+        pages = self.context.pages
+        return not self.crashed and bool(pages) and not any(page.is_closed() for page in pages)
 
 
 @dataclass(eq=False)
@@ -233,7 +241,9 @@ class BrowserManager:
         for _ in range(3):
             if not self._tasks:
                 break
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            _done, stuck = await asyncio.wait(list(self._tasks), timeout=_CLOSE_TIMEOUT)
+            for task in stuck:  # a hung browser: closing it below ends what it was doing
+                task.cancel()
         self._current = None
         self._recent.clear()
         for inst in list(self._all):
@@ -259,8 +269,9 @@ class BrowserManager:
         ``options_key(options)``) when one is idle, else it is opened now. After the block it
         goes back to the pool (``reset`` run on it) when the block raised nothing, ``reset`` is
         given and it has served fewer than ``capture.context_reuse`` captures; otherwise it is
-        closed and a spare opened in the background. ``prepare`` must leave a context ready for
-        any capture with these options, ``reset`` must bring it back to that state.
+        closed and, unless the lease was cancelled, a spare opened in the background in its
+        place. ``prepare`` must leave a context ready for any capture with these options,
+        ``reset`` must bring it back to that state.
         """
         spare_key = options_key(options) if key is None else key
         inst = await self._acquire()
@@ -277,11 +288,10 @@ class BrowserManager:
             cancelled = True
             raise
         finally:
-            pooled = worn = False
+            pooled = False
             if opened is not None:
-                worn = opened.uses >= self._cfg.context_reuse
-                if clean and reset is not None and not worn:
-                    pooled = self._pool(inst, spare_key, opened, reset)
+                if clean and reset is not None and opened.uses < self._cfg.context_reuse:
+                    pooled = self._pool(inst, spare_key, opened, reset, dict(options), prepare)
                 if not pooled:
                     self._spawn(self._close_context(opened.context))
             await self._release(inst)
@@ -290,7 +300,7 @@ class BrowserManager:
             elif not cancelled:
                 # the next capture's context, opened now rather than while this capture was
                 # loading its page (a new page competes with a navigation for the browser thread)
-                self._keep_spare(inst, spare_key, dict(options), prepare, replace=clean and worn)
+                self._keep_spare(inst, spare_key, dict(options), prepare, replace=True)
 
     def prewarm(
         self, options: Mapping[str, Any], prepare: Prepare[Any], *, count: int = 1, key: str | None = None
@@ -320,29 +330,35 @@ class BrowserManager:
         except BaseException:
             self._spawn(self._close_context(ctx))
             raise
-        return _Opened(ctx, prepared)
+        opened = _Opened(ctx, prepared)
+
+        def on_crash(_page: Any) -> None:
+            opened.crashed = True
+
+        for page in ctx.pages:
+            page.on("crash", on_crash)
+        return opened
 
     async def _take_spare(self, inst: _Instance, key: str) -> _Opened[Any] | None:
-        """An idle context for ``key`` — a ready one first, else the one that will be ready
-        first (waiting for it) — or None when the pool is empty or what it held failed."""
-        tasks = inst.spares.get(key)
-        while tasks:
+        """An idle context for ``key`` — a ready one, else the first to get ready (opening or
+        resetting) — or None when the pool is empty or nothing in it could be used."""
+        while tasks := inst.spares.get(key):
             ready = [t for t in tasks if t.done()]
-            task = ready[0] if ready else tasks[0]
+            if not ready:
+                # if this capture is cancelled meanwhile, the tasks simply stay in the pool
+                await asyncio.wait(list(tasks), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            task = ready[0]
             tasks.remove(task)
             if not tasks:
                 inst.spares.pop(key, None)
-            try:
-                opened = await asyncio.shield(task)
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if task.cancelled() and current is not None and not current.cancelling():
-                    return None  # the spare was given up (closing), not this capture
-                self._discard(task)
-                raise
-            if opened is not None:
+            opened = None if task.cancelled() or task.exception() is not None else task.result()
+            if opened is None:
+                continue  # it failed to open or to reset (and was closed)
+            if opened.usable():
                 return opened
-            tasks = inst.spares.get(key)
+            log.debug("idle context unusable (its page crashed or closed): closing it")
+            self._spawn(self._close_context(opened.context))
         return None
 
     def _remember(self, key: str, options: dict[str, Any], prepare: Prepare[Any]) -> None:
@@ -366,7 +382,7 @@ class BrowserManager:
         self, inst: _Instance, key: str, options: dict[str, Any], prepare: Prepare[Any], *, replace: bool = False
     ) -> None:
         """Make sure a context for ``key`` is idle or opening on ``inst``; with ``replace`` (a
-        context just closed worn out) open one unless the pool is full."""
+        context was just closed) open one unless the pool is full."""
         self._remember(key, options, prepare)
         if self._closing or inst.retired or inst is not self._current:
             return
@@ -376,20 +392,40 @@ class BrowserManager:
         else:
             inst.spares[key] = inst.spares.pop(key)  # most recently used
 
-    def _pool(self, inst: _Instance, key: str, opened: _Opened[T], reset: Reset[T]) -> bool:
+    def _pool(
+        self,
+        inst: _Instance,
+        key: str,
+        opened: _Opened[T],
+        reset: Reset[T],
+        options: dict[str, Any],
+        prepare: Prepare[T],
+    ) -> bool:
         """Return ``opened`` to the pool of ``key`` after ``reset``; False when it cannot be kept."""
         if self._closing or inst.retired or inst is not self._current or not inst.browser.is_connected():
             return False
-        self._add_idle(inst, key, self._spawn(self._reset_for_reuse(inst, opened, reset)))
+        if not opened.usable():
+            return False
+        task = self._spawn(self._reset_for_reuse(inst, key, opened, reset, options, prepare))
+        self._add_idle(inst, key, task)
         return True
 
-    async def _reset_for_reuse(self, inst: _Instance, opened: _Opened[T], reset: Reset[T]) -> _Opened[T] | None:
+    async def _reset_for_reuse(
+        self,
+        inst: _Instance,
+        key: str,
+        opened: _Opened[T],
+        reset: Reset[T],
+        options: dict[str, Any],
+        prepare: Prepare[T],
+    ) -> _Opened[T] | None:
         try:
             async with asyncio.timeout(_RESET_TIMEOUT):
                 await _unless_gone(reset(opened.prepared), inst.gone)
-        except Exception as e:  # the page is stuck or the browser died: a fresh one next time
+        except Exception as e:  # the page is stuck or the browser died: a fresh one instead
             log.debug("context not reusable: %s", _first_line(e))
             await self._close_context(opened.context)
+            self._keep_spare(inst, key, options, prepare, replace=True)
             return None
         return opened
 
@@ -502,8 +538,13 @@ class BrowserManager:
         except Exception as e:  # the next capture retries the launch and reports it
             log.warning("browser relaunch failed: %s", _first_line(e))
             return
-        for key, (options, prepare) in list(self._recent.items()):  # the spares the old one had
+        recent = list(self._recent.items())
+        for key, (options, prepare) in recent:  # the spares the old one had
             self._keep_spare(inst, key, options, prepare)
+        if recent:  # and a full pool for the most recent option set, as at start
+            key, (options, prepare) = recent[-1]
+            for _ in range(self._cfg.concurrency - 1):
+                self._keep_spare(inst, key, options, prepare, replace=True)
 
     def _on_disconnected(self, inst: _Instance) -> None:
         inst.gone.set()

@@ -82,9 +82,11 @@ class NetworkTracker:
         self.fetch_error: str | None = None  # why Grafana could not be fetched (safe words)
         self.requests = 0
         self.drained = asyncio.Event()  # set when the last request in flight finishes
+        self.generation = 0  # one per capture on this page: late news of an earlier one is ignored
 
     def reset(self) -> None:
         """Forget the previous capture (a reused page): nothing in flight, nothing seen."""
+        self.generation += 1
         self.inflight = set()
         self.query_seen = False
         self.document_status = None
@@ -122,6 +124,8 @@ class NetworkTracker:
         if main_document:
             self.document_status = response.status
             return
+        if request not in self.inflight:  # a request of an earlier capture on this page
+            return
         if origin_of(response.url) != self._origin:
             return
         path = urlsplit(response.url).path
@@ -156,12 +160,13 @@ async def install_auth(
 
     async def handle(route: Route) -> None:
         headers = {**route.request.headers, "authorization": authorization}
+        generation = tracker.generation if tracker is not None else 0
         try:
             response = await route.fetch(headers=headers, max_redirects=0, timeout=0)
             await route.fulfill(response=response)
         except Exception as e:  # the context closed mid-request, or Grafana is unreachable
             # never log the exception: Playwright's call log lists the request headers
-            if tracker is not None and tracker.fetch_error is None:
+            if tracker is not None and tracker.fetch_error is None and tracker.generation == generation:
                 tracker.fetch_error = _fetch_failure(e)
             with contextlib.suppress(Exception):
                 await route.abort("failed")

@@ -290,7 +290,7 @@ class CaptureService:
             with timed(steps, "context", self._clock):
                 lease = await stack.enter_async_context(self._browser.lease(options, self._prepare, reset=self._reset))
                 page, tracker = lease.prepared
-                if page.viewport_size != options["viewport"]:  # a spare opened for another size
+                if page.viewport_size != options["viewport"]:  # opened, or last used, at another size
                     await lease.run(page.set_viewport_size(options["viewport"]))
             shot = await lease.run(
                 shoot(
@@ -381,7 +381,7 @@ class CaptureService:
 
 
 def _context_options(req: PanelCapture) -> dict[str, Any]:
-    """A fresh context per capture: the panel's size, scale, time zone and colour scheme."""
+    """The context a capture needs: the panel's size, scale, time zone and colour scheme."""
     options: dict[str, Any] = {
         "viewport": {"width": req.width, "height": req.height},
         "device_scale_factor": req.scale,

@@ -517,6 +517,48 @@ async def test_a_failed_capture_closes_its_context(env: Env) -> None:
         await closed_and_gone(service)
 
 
+async def test_the_pool_is_refilled_after_a_failed_capture(env: Env) -> None:
+    service, _ = await new_service(grafana_cfg(env.url), concurrency=2)
+    browser = service.browser
+    try:
+        await settled(service, 2)  # one context per slot, opened at start
+        assert (await service.capture(panel("3"), timeout=2)).cls is CaptureClass.TIMEOUT
+        await eventually(lambda: browser.contexts_opened == 3, "a replacement opened")
+        await settled(service, 2)  # the pool is full again
+        results = await asyncio.gather(*(service.capture(panel("1", time_from=f"now-{m}m")) for m in (41, 42)))
+        assert [r.cls for r in results] == [CaptureClass.OK] * 2
+        assert browser.contexts_opened == 3  # the burst found both contexts ready
+    finally:
+        await closed_and_gone(service)
+
+
+async def test_an_idle_page_that_crashed_is_not_reused(env: Env) -> None:
+    service, _ = await new_service(grafana_cfg(env.url), concurrency=1)
+    browser = service.browser
+    try:
+        assert (await service.capture(panel("1", time_from="now-51m"))).cls is CaptureClass.OK
+        await eventually(lambda: idle_page_urls(service) == ["about:blank"], "the page reset")
+        inst = browser._current  # white-box: crash the renderer of the idle page
+        assert inst is not None
+        idle = inst.browser.contexts[0].pages[0]
+        crashed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        idle.once("crash", lambda _page: crashed.set_result(True))
+        cdp = await idle.context.new_cdp_session(idle)
+        crash = asyncio.ensure_future(cdp.send("Page.crash"))  # never answered: the renderer dies
+        try:
+            await asyncio.wait_for(crashed, 10)
+        finally:
+            crash.cancel()
+            await asyncio.gather(crash, return_exceptions=True)
+        opened = browser.contexts_opened
+        result = await service.capture(panel("1", time_from="now-52m"))
+        assert result.cls is CaptureClass.OK, result.detail
+        assert_shows_data(result.image)
+        assert browser.contexts_opened == opened + 1  # a fresh context took the crashed one's place
+    finally:
+        await closed_and_gone(service)
+
+
 async def test_context_reuse_1_gives_every_capture_a_fresh_context_and_spares_stay_bounded(env: Env) -> None:
     service, _ = await new_service(grafana_cfg(env.url), concurrency=1, context_reuse=1)
     browser = service.browser
