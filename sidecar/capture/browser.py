@@ -25,7 +25,10 @@ The rules:
 * a lease that raised (timeout, crash, cancelled) closes its context: its page may be stuck;
 * whenever a context is closed instead of going back to the pool, a *spare* is opened in its
   place (up to ``capture.concurrency`` per pool), so a capture rarely waits for a context to
-  open; the same number is opened at start and after a relaunch;
+  open; one is opened at start and after a relaunch;
+* a pool grows with demand up to ``capture.concurrency`` contexts; one that has not been used
+  for ``POOL_IDLE_S`` shrinks back to a single idle context (on Debian's ``chromium`` an idle
+  context costs about 100 MiB: its window, page and their renderers);
 * pools are kept for the two most recent option sets, each at most ``capture.concurrency``
   contexts; closing happens in the background, tracked (``close()`` waits for it).
 
@@ -85,6 +88,7 @@ CHROMIUM_ARGS = (
 _CLOSE_TIMEOUT = 10.0
 SPARE_OPTION_SETS = 2  # pools are kept for this many distinct option sets (most recent first)
 _RESET_TIMEOUT = 5.0  # longest a context may take to get ready for its next capture
+POOL_IDLE_S = 30.0  # a pool unused this long keeps a single idle context
 RSS_SAMPLE_EVERY = 1.0  # seconds between two background memory samples of one browser
 
 
@@ -118,6 +122,7 @@ class _Instance:
     gone: asyncio.Event = field(default_factory=asyncio.Event)  # the process died or was closed
     # idle contexts by option set (LRU), each a task: still opening, resetting, or ready
     spares: dict[str, list[asyncio.Task[_Opened[Any] | None]]] = field(default_factory=dict)
+    used_at: dict[str, float] = field(default_factory=dict)  # by option set: last lease start or end
     sampling: bool = False
     sampled_at: float = float("-inf")
 
@@ -189,6 +194,7 @@ class BrowserManager:
         self._stop = asyncio.Event()  # set by close(): cuts a relaunch back-off short
         self._next_reason = "start"
         self._crash_streak = 0  # browsers in a row that died before finishing a capture
+        self._janitor: asyncio.Task[None] | None = None  # shrinks pools that are not used
         self.launches = 0
         self.contexts_opened = 0
         self.rss_bytes = 0
@@ -225,6 +231,8 @@ class BrowserManager:
             except Exception as e:
                 raise CaptureError(f"cannot start Playwright: {_first_line(e)}") from None
         await self._ensure()
+        if self._janitor is None or self._janitor.done():
+            self._janitor = asyncio.get_running_loop().create_task(self._trim_idle_pools())
 
     async def close(self) -> None:
         """Close every browser, then Playwright. Captures still running fail (class ``error``)."""
@@ -232,6 +240,10 @@ class BrowserManager:
         self._stop.set()
         async with self._lock:
             pass  # a launch in progress finishes and is registered, so it is closed below
+        if self._janitor is not None:
+            self._janitor.cancel()
+            await asyncio.gather(self._janitor, return_exceptions=True)
+            self._janitor = None
         for inst in self._all:  # nobody will take them: closing the browser closes what opened
             for tasks in inst.spares.values():
                 for task in tasks:
@@ -275,6 +287,7 @@ class BrowserManager:
         """
         spare_key = options_key(options) if key is None else key
         inst = await self._acquire()
+        inst.used_at[spare_key] = time.monotonic()
         opened: _Opened[T] | None = None
         clean = cancelled = False
         try:
@@ -288,6 +301,7 @@ class BrowserManager:
             cancelled = True
             raise
         finally:
+            inst.used_at[spare_key] = time.monotonic()
             pooled = False
             if opened is not None:
                 if clean and reset is not None and opened.uses < self._cfg.context_reuse:
@@ -302,18 +316,11 @@ class BrowserManager:
                 # loading its page (a new page competes with a navigation for the browser thread)
                 self._keep_spare(inst, spare_key, dict(options), prepare, replace=True)
 
-    def prewarm(
-        self, options: Mapping[str, Any], prepare: Prepare[Any], *, count: int = 1, key: str | None = None
-    ) -> None:
-        """Open ``count`` spares for ``options`` now (e.g. the config's defaults, at start), at most
-        ``capture.concurrency``: the pool a burst of captures would leave behind anyway."""
+    def prewarm(self, options: Mapping[str, Any], prepare: Prepare[Any], *, key: str | None = None) -> None:
+        """Open a spare for ``options`` now (e.g. the config's defaults, at start)."""
         inst = self._current
-        if inst is None or inst.retired:
-            return
-        spare_key = options_key(options) if key is None else key
-        self._keep_spare(inst, spare_key, dict(options), prepare)
-        for _ in range(min(count, self._cfg.concurrency) - 1):
-            self._keep_spare(inst, spare_key, dict(options), prepare, replace=True)
+        if inst is not None and not inst.retired:
+            self._keep_spare(inst, options_key(options) if key is None else key, dict(options), prepare)
 
     # ----------------------------------------------------------------- contexts and spares
 
@@ -429,6 +436,23 @@ class BrowserManager:
             return None
         return opened
 
+    async def _trim_idle_pools(self) -> None:
+        """Every third of ``POOL_IDLE_S``: pools unused for ``POOL_IDLE_S`` keep one idle context."""
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), POOL_IDLE_S / 3)
+            inst = self._current
+            if self._closing or inst is None or inst.retired:
+                continue
+            now = time.monotonic()
+            for key, tasks in list(inst.spares.items()):
+                if len(tasks) > 1 and now - inst.used_at.get(key, float("-inf")) >= POOL_IDLE_S:
+                    keep = next((t for t in reversed(tasks) if t.done()), tasks[-1])
+                    for task in [t for t in tasks if t is not keep]:
+                        tasks.remove(task)
+                        self._discard(task)
+                    log.debug("pool unused for %gs: trimmed to one idle context", POOL_IDLE_S)
+
     async def _open_spare(self, inst: _Instance, options: dict[str, Any], prepare: Prepare[T]) -> _Opened[T] | None:
         try:
             return await self._open(inst, options, prepare)
@@ -538,13 +562,8 @@ class BrowserManager:
         except Exception as e:  # the next capture retries the launch and reports it
             log.warning("browser relaunch failed: %s", _first_line(e))
             return
-        recent = list(self._recent.items())
-        for key, (options, prepare) in recent:  # the spares the old one had
+        for key, (options, prepare) in list(self._recent.items()):  # the spares the old one had
             self._keep_spare(inst, key, options, prepare)
-        if recent:  # and a full pool for the most recent option set, as at start
-            key, (options, prepare) = recent[-1]
-            for _ in range(self._cfg.concurrency - 1):
-                self._keep_spare(inst, key, options, prepare, replace=True)
 
     def _on_disconnected(self, inst: _Instance) -> None:
         inst.gone.set()

@@ -116,7 +116,7 @@ class CaptureService:
 
     async def start(self) -> None:
         """Launch the warm browser (raises ``CaptureError`` when Chromium cannot start) and open
-        ``capture.concurrency`` contexts ahead for the configured size, scale, theme and time zone."""
+        a context ahead for the configured size, scale, theme and time zone."""
         await self._browser.start()
         default = PanelCapture(
             dashboard="",
@@ -129,7 +129,7 @@ class CaptureService:
             theme=self._grafana.theme,
             timezone=self._grafana.timezone,
         )
-        self._browser.prewarm(_context_options(default), self._prepare, count=self._cfg.concurrency)
+        self._browser.prewarm(_context_options(default), self._prepare)
 
     async def close(self) -> None:
         """Cancel running captures, close contexts, the browser and Playwright."""

@@ -24,6 +24,7 @@ from aiohttp.typedefs import Handler
 from PIL import Image, ImageChops
 from pydantic import SecretStr
 
+from sidecar.capture import browser as browser_module
 from sidecar.capture.browser import chromium_processes
 from sidecar.capture.grafana import CaptureClass
 from sidecar.capture.service import CaptureService, capture_once
@@ -521,7 +522,11 @@ async def test_the_pool_is_refilled_after_a_failed_capture(env: Env) -> None:
     service, _ = await new_service(grafana_cfg(env.url), concurrency=2)
     browser = service.browser
     try:
-        await settled(service, 2)  # one context per slot, opened at start
+        await settled(service, 1)  # one context opened at start
+        results = await asyncio.gather(*(service.capture(panel("1", time_from=f"now-{m}m")) for m in (39, 40)))
+        assert [r.cls for r in results] == [CaptureClass.OK] * 2
+        await settled(service, 2)  # the burst grew the pool to one context per slot
+        assert browser.contexts_opened == 2
         assert (await service.capture(panel("3"), timeout=2)).cls is CaptureClass.TIMEOUT
         await eventually(lambda: browser.contexts_opened == 3, "a replacement opened")
         await settled(service, 2)  # the pool is full again
@@ -583,7 +588,7 @@ async def test_concurrent_captures_share_a_pool_of_at_most_concurrency_contexts(
     service, _ = await new_service(grafana_cfg(env.url), concurrency=3, context_reuse=100)
     browser = service.browser
     try:
-        await settled(service, 3)  # one context per slot, opened at start
+        await settled(service, 1)  # one context opened at start; the first wave opens two more
         for wave in range(3):
             results = await asyncio.gather(
                 *(service.capture(panel("1", time_from=f"now-{30 + wave * 10 + i}m")) for i in range(5))
@@ -591,6 +596,21 @@ async def test_concurrent_captures_share_a_pool_of_at_most_concurrency_contexts(
             assert [r.cls for r in results] == [CaptureClass.OK] * 5, [r.detail for r in results]
         await settled(service, 3)  # at most one idle context per concurrent capture
         assert browser.contexts_opened == 3  # queued captures took the contexts the others returned
+    finally:
+        await closed_and_gone(service)
+
+
+async def test_an_unused_pool_shrinks_to_one_idle_context(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(browser_module, "POOL_IDLE_S", 0.6)
+    service, _ = await new_service(grafana_cfg(env.url), concurrency=3, context_reuse=100)
+    browser = service.browser
+    try:
+        results = await asyncio.gather(*(service.capture(panel("1", time_from=f"now-{m}m")) for m in (61, 62, 63)))
+        assert [r.cls for r in results] == [CaptureClass.OK] * 3
+        assert browser.contexts_opened == 3
+        await eventually(lambda: browser.open_contexts == 1, "the pool trimmed to one context")
+        again = await service.capture(panel("1", time_from="now-64m"))  # the one kept serves it
+        assert again.cls is CaptureClass.OK and browser.contexts_opened == 3
     finally:
         await closed_and_gone(service)
 
