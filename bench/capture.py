@@ -31,14 +31,12 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from bench.common import ROOT, find_chromium, find_headless_shell, python, quantile, serve, summary
+from bench.common import ROOT, find_chromium, find_headless_shell, quantile, serve, summary
 from sidecar.sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
 
 WORKER = Path(__file__).with_name("capture_worker.py")
@@ -144,19 +142,10 @@ def _ref_variant(ref: str, chromium: str, tmp: Path) -> Variant:
     return Variant(f"product@{ref}", "product", chromium, worker=target / WORKER.name, pythonpath=target)
 
 
-@contextmanager
-def _tmpdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="sidecar-bench-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 async def _run_worker(variant: Variant, spec: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(variant.pythonpath)}
     proc = await asyncio.create_subprocess_exec(
-        python(),
+        sys.executable,
         str(variant.worker),
         json.dumps(spec),
         stdout=asyncio.subprocess.PIPE,
@@ -199,7 +188,8 @@ async def run(*, quick: bool, compare_ref: str | None = None, log: Any = print) 
     next_index = 1000
     started = time.monotonic()
     try:
-        with _tmpdir() as tmp:
+        with tempfile.TemporaryDirectory(prefix="sidecar-bench-", ignore_cleanup_errors=True) as tmpdir:
+            tmp = Path(tmpdir)
             chosen = variants(compare_ref, tmp)
             for rnd in range(plan.rounds):
                 for concurrency in (1, 4):

@@ -8,26 +8,20 @@ import platform
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from sidecar.sandbox.demo import find_browser
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def find_chromium() -> str | None:
-    """``SIDECAR_CHROMIUM``, else ``chromium`` (or ``chromium-browser``, ``google-chrome``) on PATH."""
-    env = os.environ.get("SIDECAR_CHROMIUM")
-    if env and os.access(env, os.X_OK):
-        return env
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+    """``SIDECAR_CHROMIUM``, else a Chromium on PATH (the demo's own detection)."""
+    return find_browser(None) or None
 
 
 def find_headless_shell() -> str | None:
@@ -152,7 +146,3 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
     await site.start()
     host, port = runner.addresses[0][:2]
     return runner, f"http://{host}:{port}"
-
-
-def python() -> str:
-    return sys.executable

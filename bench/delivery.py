@@ -96,13 +96,11 @@ class InstantCapture:
 
     def __init__(self, pictures: dict[str, bytes]) -> None:
         self.pictures = pictures
-        self.calls = 0
 
     def panel_url(self, req: PanelCapture) -> str:
         return f"http://grafana.bench:3000/d-solo/{req.dashboard}?orgId=1&panelId={req.panel}&render=1"
 
     async def capture(self, req: PanelCapture, *, timeout: float | None = None) -> CaptureResult:
-        self.calls += 1
         image = self.pictures[req.dashboard]
         return CaptureResult(
             request=req,

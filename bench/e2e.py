@@ -47,7 +47,6 @@ from sidecar.config import load_config
 from sidecar.model import AlertEvent
 from sidecar.sandbox.runner import start_sandboxes
 
-RULE = "BenchErrors"
 PERIOD_S = 1.0  # scrape interval and rule interval
 FULL = {"cycles": 10}
 QUICK = {"cycles": 2}

@@ -30,9 +30,10 @@ import asyncio
 import json
 import sys
 import time
+from collections import Counter
 from typing import Any
 
-from bench.capture import QUERY_DELAY, WORKER, Variant, _run_worker
+from bench.capture import QUERY_DELAY, Variant, _run_worker
 from bench.common import find_chromium, serve
 from sidecar.config import CaptureConfig
 from sidecar.sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
@@ -73,7 +74,7 @@ async def run(*, quick: bool, log: Any = print) -> dict[str, Any]:
             "cache_ttl": 0,
             "max_browser_rss_mb": 1_000_000,
         }
-        result = await _run_worker(Variant("product", "product", chromium, worker=WORKER), spec)
+        result = await _run_worker(Variant("product", "product", chromium), spec)
     finally:
         await runner.cleanup()
     samples = result["memory"]
@@ -87,7 +88,7 @@ async def run(*, quick: bool, log: Any = print) -> dict[str, Any]:
     return {
         "captures": len(result["captures"]),
         "concurrency": plan["concurrency"],
-        "classes": _count(c["cls"] for c in result["captures"]),
+        "classes": dict(Counter(c["cls"] for c in result["captures"])),
         "pictures_checked": len(checked),
         "pictures_drawn": sum(1 for c in checked if c["drawn"]),
         "browser_launches": result["launches"],
@@ -98,13 +99,6 @@ async def run(*, quick: bool, log: Any = print) -> dict[str, Any]:
         "captures_per_min": round(len(result["captures"]) / result["elapsed_s"] * 60, 1),
         "seconds": round(time.monotonic() - started, 1),
     }
-
-
-def _count(values: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return out
 
 
 if __name__ == "__main__":

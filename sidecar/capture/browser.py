@@ -102,11 +102,11 @@ class _Opened(Generic[T]):
     context: BrowserContext
     prepared: T
     uses: int = 0
-    crashed: bool = False  # a page of the context crashed (checked before it is reused)
+    crashed: asyncio.Event = field(default_factory=asyncio.Event)  # a page of the context crashed
 
     def usable(self) -> bool:
         pages = self.context.pages
-        return not self.crashed and bool(pages) and not any(page.is_closed() for page in pages)
+        return not self.crashed.is_set() and bool(pages) and not any(page.is_closed() for page in pages)
 
 
 @dataclass(eq=False)
@@ -131,37 +131,43 @@ class _Instance:
         return [m for m in (self.workdir, self.user_data_dir) if m]
 
 
-async def _unless_gone(coro: Awaitable[T], gone: asyncio.Event) -> T:
-    """Await ``coro``; if the browser dies first, cancel it and raise ``CaptureError``.
+async def _unless_gone(coro: Awaitable[T], gone: asyncio.Event, crashed: asyncio.Event | None = None) -> T:
+    """Await ``coro``; if the browser dies (``gone``) or the page crashes (``crashed``) first,
+    cancel it and raise ``CaptureError``.
 
-    Playwright normally fails pending calls when the browser goes away; this makes sure a
-    crash is reported at once, whatever call the capture was waiting in.
+    Playwright fails pending calls when the browser goes away, but a crashed page can leave
+    them waiting until the deadline; this reports either at once, whatever call the capture
+    was waiting in.
     """
+    events = [gone] if crashed is None else [gone, crashed]
     work = asyncio.ensure_future(coro)
-    watch = asyncio.ensure_future(gone.wait())
+    watches = [asyncio.ensure_future(event.wait()) for event in events]
     try:
-        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({work, *watches}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (work, watch):
+        for task in (work, *watches):
             task.cancel()
-        await asyncio.gather(work, watch, return_exceptions=True)
-    if work.done() and not work.cancelled() and (work.exception() is None or not gone.is_set()):
+        await asyncio.gather(work, *watches, return_exceptions=True)
+    failed = any(event.is_set() for event in events)
+    if work.done() and not work.cancelled() and (work.exception() is None or not failed):
         return work.result()
-    raise CaptureError("the browser crashed during the capture")
+    if gone.is_set():
+        raise CaptureError("the browser crashed during the capture")
+    raise CaptureError("the browser page crashed while Grafana was loading")
 
 
 @dataclass(frozen=True)
 class Lease(Generic[T]):
-    """A browser context (fresh, or reset after earlier captures), what ``prepare`` made of it,
-    and a way to run page work that stops if the browser dies."""
+    """What ``prepare`` made of a browser context (fresh, or reset after earlier captures), and a
+    way to run page work that stops if the browser dies or the page crashes."""
 
-    context: BrowserContext
     prepared: T
     _gone: asyncio.Event
+    _crashed: asyncio.Event
 
     async def run(self, coro: Coroutine[Any, Any, R]) -> R:
-        """Await ``coro``; raise ``CaptureError`` at once if the browser dies first."""
-        return await _unless_gone(coro, self._gone)
+        """Await ``coro``; raise ``CaptureError`` at once if the browser dies or the page crashes first."""
+        return await _unless_gone(coro, self._gone, self._crashed)
 
 
 def options_key(options: Mapping[str, Any]) -> str:
@@ -273,19 +279,17 @@ class BrowserManager:
         prepare: Prepare[T],
         *,
         reset: Reset[T] | None = None,
-        key: str | None = None,
     ) -> AsyncIterator[Lease[T]]:
         """A context with ``options``, ``prepare`` already run on it, for the block.
 
-        The context comes from the pool of these options (same ``key``, by default
-        ``options_key(options)``) when one is idle, else it is opened now. After the block it
+        The context comes from the pool of these options (same ``options_key``) when one is idle, else it is opened now. After the block it
         goes back to the pool (``reset`` run on it) when the block raised nothing, ``reset`` is
         given and it has served fewer than ``capture.context_reuse`` captures; otherwise it is
         closed and, unless the lease was cancelled, a spare opened in the background in its
         place. ``prepare`` must leave a context ready for any capture with these options,
         ``reset`` must bring it back to that state.
         """
-        spare_key = options_key(options) if key is None else key
+        spare_key = options_key(options)
         inst = await self._acquire()
         inst.used_at[spare_key] = time.monotonic()
         opened: _Opened[T] | None = None
@@ -295,32 +299,33 @@ class BrowserManager:
             if opened is None:
                 opened = await self._open(inst, options, prepare)
             opened.uses += 1
-            yield Lease(opened.context, opened.prepared, inst.gone)
+            yield Lease(opened.prepared, inst.gone, opened.crashed)
             clean = True
         except asyncio.CancelledError:
             cancelled = True
             raise
         finally:
             inst.used_at[spare_key] = time.monotonic()
+            self._remember(spare_key, options, prepare)
             pooled = False
             if opened is not None:
                 if clean and reset is not None and opened.uses < self._cfg.context_reuse:
-                    pooled = self._pool(inst, spare_key, opened, reset, dict(options), prepare)
+                    pooled = self._pool(inst, spare_key, opened, reset)
                 if not pooled:
                     self._spawn(self._close_context(opened.context))
             await self._release(inst)
-            if pooled:
-                self._remember(spare_key, dict(options), prepare)
-            elif not cancelled:
+            if not pooled and not cancelled:
                 # the next capture's context, opened now rather than while this capture was
                 # loading its page (a new page competes with a navigation for the browser thread)
-                self._keep_spare(inst, spare_key, dict(options), prepare, replace=True)
+                self._keep_spare(inst, spare_key, replace=True)
 
-    def prewarm(self, options: Mapping[str, Any], prepare: Prepare[Any], *, key: str | None = None) -> None:
+    def prewarm(self, options: Mapping[str, Any], prepare: Prepare[Any]) -> None:
         """Open a spare for ``options`` now (e.g. the config's defaults, at start)."""
         inst = self._current
         if inst is not None and not inst.retired:
-            self._keep_spare(inst, options_key(options) if key is None else key, dict(options), prepare)
+            spare_key = options_key(options)
+            self._remember(spare_key, options, prepare)
+            self._keep_spare(inst, spare_key)
 
     # ----------------------------------------------------------------- contexts and spares
 
@@ -340,7 +345,7 @@ class BrowserManager:
         opened = _Opened(ctx, prepared)
 
         def on_crash(_page: Any) -> None:
-            opened.crashed = True
+            opened.crashed.set()
 
         for page in ctx.pages:
             page.on("crash", on_crash)
@@ -368,9 +373,10 @@ class BrowserManager:
             self._spawn(self._close_context(opened.context))
         return None
 
-    def _remember(self, key: str, options: dict[str, Any], prepare: Prepare[Any]) -> None:
-        self._recent.pop(key, None)
-        self._recent[key] = (options, prepare)
+    def _remember(self, key: str, options: Mapping[str, Any], prepare: Prepare[Any]) -> None:
+        """Keep ``key``'s options and ``prepare`` (to open its spares) as the most recent set."""
+        known = self._recent.pop(key, None)
+        self._recent[key] = known or (dict(options), prepare)
         while len(self._recent) > SPARE_OPTION_SETS:
             self._recent.pop(next(iter(self._recent)))
 
@@ -385,46 +391,30 @@ class BrowserManager:
             for old in inst.spares.pop(next(iter(inst.spares))):
                 self._discard(old)
 
-    def _keep_spare(
-        self, inst: _Instance, key: str, options: dict[str, Any], prepare: Prepare[Any], *, replace: bool = False
-    ) -> None:
-        """Make sure a context for ``key`` is idle or opening on ``inst``; with ``replace`` (a
-        context was just closed) open one unless the pool is full."""
-        self._remember(key, options, prepare)
-        if self._closing or inst.retired or inst is not self._current:
+    def _keep_spare(self, inst: _Instance, key: str, *, replace: bool = False) -> None:
+        """Make sure a context for ``key`` (one of the remembered option sets) is idle or opening
+        on ``inst``; with ``replace`` (a context was just closed) open one unless the pool is full."""
+        recent = self._recent.get(key)
+        if recent is None or self._closing or inst.retired or inst is not self._current:
             return
         tasks = inst.spares.get(key, [])
         if not tasks or (replace and len(tasks) < self._cfg.concurrency):
+            options, prepare = recent
             self._add_idle(inst, key, self._spawn(self._open_spare(inst, options, prepare)))
         else:
             inst.spares[key] = inst.spares.pop(key)  # most recently used
 
-    def _pool(
-        self,
-        inst: _Instance,
-        key: str,
-        opened: _Opened[T],
-        reset: Reset[T],
-        options: dict[str, Any],
-        prepare: Prepare[T],
-    ) -> bool:
+    def _pool(self, inst: _Instance, key: str, opened: _Opened[T], reset: Reset[T]) -> bool:
         """Return ``opened`` to the pool of ``key`` after ``reset``; False when it cannot be kept."""
         if self._closing or inst.retired or inst is not self._current or not inst.browser.is_connected():
             return False
         if not opened.usable():
             return False
-        task = self._spawn(self._reset_for_reuse(inst, key, opened, reset, options, prepare))
-        self._add_idle(inst, key, task)
+        self._add_idle(inst, key, self._spawn(self._reset_for_reuse(inst, key, opened, reset)))
         return True
 
     async def _reset_for_reuse(
-        self,
-        inst: _Instance,
-        key: str,
-        opened: _Opened[T],
-        reset: Reset[T],
-        options: dict[str, Any],
-        prepare: Prepare[T],
+        self, inst: _Instance, key: str, opened: _Opened[T], reset: Reset[T]
     ) -> _Opened[T] | None:
         try:
             async with asyncio.timeout(_RESET_TIMEOUT):
@@ -432,7 +422,7 @@ class BrowserManager:
         except Exception as e:  # the page is stuck or the browser died: a fresh one instead
             log.debug("context not reusable: %s", _first_line(e))
             await self._close_context(opened.context)
-            self._keep_spare(inst, key, options, prepare, replace=True)
+            self._keep_spare(inst, key, replace=True)
             return None
         return opened
 
@@ -504,8 +494,6 @@ class BrowserManager:
         if inst is self._current and not inst.retired:
             if inst.captures >= self._cfg.recycle_after:
                 self._retire(inst, "recycle_count")
-            elif inst.captures == 1:
-                await self._check_memory(inst)  # a browser's first capture: measured at once
             elif not inst.sampling and time.monotonic() - inst.sampled_at >= RSS_SAMPLE_EVERY:
                 inst.sampling = True  # then in the background: scanning /proc is not free
                 self._spawn(self._check_memory(inst))
@@ -562,8 +550,8 @@ class BrowserManager:
         except Exception as e:  # the next capture retries the launch and reports it
             log.warning("browser relaunch failed: %s", _first_line(e))
             return
-        for key, (options, prepare) in list(self._recent.items()):  # the spares the old one had
-            self._keep_spare(inst, key, options, prepare)
+        for key in list(self._recent):  # the spares the old one had
+            self._keep_spare(inst, key)
 
     def _on_disconnected(self, inst: _Instance) -> None:
         inst.gone.set()

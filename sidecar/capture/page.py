@@ -80,7 +80,6 @@ class NetworkTracker:
         self.document_status: int | None = None
         self.auth_failure: str | None = None
         self.fetch_error: str | None = None  # why Grafana could not be fetched (safe words)
-        self.requests = 0
         self.drained = asyncio.Event()  # set when the last request in flight finishes
         self.generation = 0  # one per capture on this page: late news of an earlier one is ignored
 
@@ -92,7 +91,6 @@ class NetworkTracker:
         self.document_status = None
         self.auth_failure = None
         self.fetch_error = None
-        self.requests = 0
         self.drained.clear()
 
     def attach(self, page: Page) -> None:
@@ -104,7 +102,6 @@ class NetworkTracker:
     def _on_request(self, request: Request) -> None:
         if request.resource_type in _UNTRACKED:
             return
-        self.requests += 1
         self.inflight.add(request)
         if any(p in request.url for p in _QUERY_PATHS):
             self.query_seen = True
@@ -194,28 +191,6 @@ async def shoot(
     clock: Callable[[], float] = time.monotonic,
 ) -> Shot:
     """navigate → wait_ready → screenshot. Raises ``CaptureTimeout`` / ``CaptureError``."""
-    crashed: list[bool] = []
-
-    def on_crash(_page: Page) -> None:
-        crashed.append(True)
-
-    page.on("crash", on_crash)
-    try:
-        return await _shoot(page, tracker, url, whole_dashboard, deadline, steps, clock, crashed)
-    finally:
-        page.remove_listener("crash", on_crash)  # the page may serve the next capture
-
-
-async def _shoot(
-    page: Page,
-    tracker: NetworkTracker,
-    url: str,
-    whole_dashboard: bool,
-    deadline: float,
-    steps: dict[str, float],
-    clock: Callable[[], float],
-    crashed: list[bool],
-) -> Shot:
     with timed(steps, "navigate", clock):
         await _navigate(page, url, deadline, clock, tracker)
     facts = PageFacts(url=page.url, document_status=tracker.document_status, auth_failure=tracker.auth_failure)
@@ -226,7 +201,7 @@ async def _shoot(
     # does: the panel never sees a hover (no header menu, no tooltip, no crosshair)
     parked = asyncio.ensure_future(_park_pointer(page))
     try:
-        waiting = _Waiting(page, tracker, url, deadline, clock, crashed, parked, steps)
+        waiting = _Waiting(page, tracker, url, deadline, clock, parked, steps)
         probe, png, early = await waiting.run(Readiness(whole_dashboard=whole_dashboard, started=clock()))
     finally:
         if not parked.done():
@@ -265,7 +240,6 @@ class _Waiting:
     url: str
     deadline: float
     clock: Callable[[], float]
-    crashed: list[bool]
     parked: asyncio.Future[None]
     steps: dict[str, float]
 
@@ -276,8 +250,6 @@ class _Waiting:
         settled_at = 0.0
         try:
             while True:
-                if self.crashed:
-                    raise CaptureError("the browser page crashed while Grafana was loading")
                 remaining = self.deadline - self.clock()
                 if remaining <= 0:
                     raise CaptureTimeout("wait_ready", self.url, readiness.waiting_for)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import shutil
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +20,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from conftest import find_chromium
 from PIL import Image, ImageChops
 from pydantic import SecretStr
 
@@ -32,15 +32,6 @@ from sidecar.config import BasicAuth, CaptureConfig, GrafanaConfig, parse_config
 from sidecar.metrics import Metrics
 from sidecar.model import PanelCapture
 from sidecar.sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
-
-
-def find_chromium() -> str | None:
-    """``SIDECAR_CHROMIUM``, else ``chromium`` on PATH, else Debian's documented location."""
-    found = os.environ.get("SIDECAR_CHROMIUM") or shutil.which("chromium")
-    if found:
-        return found
-    return "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
-
 
 CHROMIUM = find_chromium()
 GREEN = (0x73, 0xBF, 0x69)  # sandbox series colour
@@ -414,6 +405,8 @@ async def test_recycle_when_rss_is_over_the_limit(env: Env) -> None:
     try:
         result = await service.capture(panel("1", time_from="now-4h"))
         assert result.cls is CaptureClass.OK
+        # a browser's first capture is measured at once, in the background
+        await eventually(lambda: restarts(metrics, "recycle_rss") >= 1, "the over-limit browser retired")
         assert service.stats()["rss_bytes"] > 64 * 1024 * 1024
         assert (await service.capture(panel("4", time_from="now-4h"))).cls is CaptureClass.NO_DATA
         # every capture leaves Chromium above 64 MiB: it ran on a second, freshly launched browser
@@ -423,22 +416,18 @@ async def test_recycle_when_rss_is_over_the_limit(env: Env) -> None:
         await closed_and_gone(service)  # including the browsers recycled meanwhile
 
 
-async def settled(service: CaptureService, expected: int) -> None:
-    """Wait until the browser has ``expected`` contexts open (closing and opening happen in the
-    background after a capture)."""
-    for _ in range(100):
-        if service.browser.open_contexts == expected:
-            return
-        await asyncio.sleep(0.05)
-    assert service.browser.open_contexts == expected
-
-
 async def eventually(condition: Callable[[], bool], what: str) -> None:
     for _ in range(100):
         if condition():
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"not within 5 s: {what}")
+
+
+async def settled(service: CaptureService, expected: int) -> None:
+    """Wait until the browser has ``expected`` contexts open (closing and opening happen in the
+    background after a capture)."""
+    await eventually(lambda: service.browser.open_contexts == expected, f"{expected} context(s) open")
 
 
 def idle_page_urls(service: CaptureService) -> list[str]:
@@ -460,11 +449,8 @@ async def test_a_context_serves_context_reuse_captures_then_a_fresh_one_replaces
             assert_shows_data(result.image)
             await settled(service, 1)
             assert browser.contexts_opened == 1, f"capture {n} opened a context"
-        for _ in range(100):  # back on about:blank: Grafana's page, its timers and sockets are gone
-            if idle_page_urls(service) == ["about:blank"]:
-                break
-            await asyncio.sleep(0.05)
-        assert idle_page_urls(service) == ["about:blank"]
+        # back on about:blank: Grafana's page, its timers and sockets are gone
+        await eventually(lambda: idle_page_urls(service) == ["about:blank"], "the page reset")
         # another size takes the same context (the viewport changes, not the option set)
         small = await service.capture(panel("1", time_from="now-5m", width=400, height=200))
         with Image.open(io.BytesIO(small.image or b"")) as im:
