@@ -69,11 +69,12 @@ async def test_capture_command_on_a_panel_whose_data_arrives_after_3s(tmp_path: 
     if chromium is None:
         pytest.skip("no Chromium: install chromium or set SIDECAR_CHROMIUM")
     env = {**boxes.env(), "SIDECAR_CHROMIUM": chromium}
+    path = config(tmp_path, boxes)
     out_file = tmp_path / "panel.png"
     rc, out, err = await run(
         "capture",
         "-c",
-        str(config(tmp_path, boxes)),
+        str(path),
         "--dashboard",
         "sandbox",
         "--panel",
@@ -100,7 +101,7 @@ async def test_capture_command_on_a_panel_whose_data_arrives_after_3s(tmp_path: 
     rc, out, _ = await run(
         "capture",
         "-c",
-        str(config(tmp_path, boxes)),
+        str(path),
         "--dashboard",
         "sandbox",
         "--panel",

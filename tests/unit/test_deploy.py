@@ -121,7 +121,8 @@ def check_config(text: str, tmp_path: Path, env: dict[str, str]) -> subprocess.C
 # --------------------------------------------------------------------------- Dockerfile
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
+@functools.cache
+def dockerfile_instructions() -> tuple[tuple[str, str], ...]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
     out: list[tuple[str, str]] = []
     pending = ""
@@ -136,7 +137,7 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
         word, _, rest = line.partition(" ")
         out.append((word.upper(), rest.strip()))
     assert not pending, "Dockerfile ends with a continuation line"
-    return out
+    return tuple(out)
 
 
 def instruction(name: str) -> list[str]:
