@@ -114,6 +114,11 @@ class Rig:
             assert time.monotonic() < end, "timed out waiting"
             await asyncio.sleep(0.01)
 
+    async def settled(self) -> None:
+        """Nothing pending or in progress. The sandbox records an event before it answers the
+        push, so what the client does with the answer (ack, metrics) may still be under way."""
+        await self.until(lambda: self.outbox.pending_count() == 0 and self.pipeline.idle)
+
     def sample(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(f"flashduty_sidecar_{name}", labels) or 0.0
 
@@ -208,7 +213,7 @@ async def test_alert_without_panels_is_pushed_with_the_canonical_line(
         e = ev()
         r.put(e)
         await r.until(lambda: len(r.events(e.alert_key)) == 1)
-        await r.until(lambda: r.outbox.pending_count() == 0 and r.pipeline.idle)
+        await r.settled()
         [event] = r.events(e.alert_key)
         assert event["event_status"] == "Critical"
         assert event["labels"]["sidecar_rule"] == "HighErrorRate"
@@ -227,6 +232,7 @@ async def test_pictures_are_captured_uploaded_and_referenced(tmp_path: Path, cap
         e = ev(panels=(panel("cpu", "CPU"), panel("mem")))
         r.put(e)
         await r.until(lambda: len(r.events(e.alert_key)) == 1)
+        await r.settled()
         [event] = r.events(e.alert_key)
         images = event["images"]
         assert [i["alt"] for i in images] == ["CPU", "Grafana mem"]  # configured title, else Grafana's
@@ -257,6 +263,7 @@ async def test_slow_capture_push_on_budget_then_follow_up(tmp_path: Path, caplog
         assert follow["event_status"] == "Critical" and follow["title"] == first["title"]
         assert [i["alt"] for i in follow["images"]] == ["Fast", "Slow"]
         assert "missing" not in follow["description"]
+        await r.settled()
         assert r.sample("alerts_delivered_total", status="Critical", pictures="partial") == 1
         assert r.sample("alerts_delivered_total", status="Critical", pictures="followup") == 1
     outcomes = [rec.outcome for rec in delivery_records(caplog)]  # type: ignore[attr-defined]
@@ -276,7 +283,7 @@ async def test_picture_ready_during_the_push_still_follows(tmp_path: Path, caplo
         first, follow = r.events(e.alert_key)
         assert 'Picture "Slow" missing' in first["description"] and not first.get("images")
         assert [i["alt"] for i in follow["images"]] == ["Slow"]
-        await r.until(lambda: r.outbox.pending_count() == 0 and r.pipeline.idle)
+        await r.settled()
     outcomes = [rec.outcome for rec in delivery_records(caplog)]  # type: ignore[attr-defined]
     assert outcomes == ["delivered", "followup"]
 
