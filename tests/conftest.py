@@ -6,8 +6,11 @@ Alertmanager is an error instead of a skip, so CI can never pass by skipping the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -17,6 +20,18 @@ from sidecar.sandbox.demo import find_browser
 def find_chromium() -> str | None:
     """$SIDECAR_CHROMIUM, else a Chromium on PATH (the demo's own detection)."""
     return find_browser(None) or None
+
+
+async def eventually(condition: Callable[[], object], what: str, timeout: float = 5.0) -> None:
+    """Poll ``condition`` every 10 ms until it holds; fail with ``what`` after ``timeout`` s.
+
+    For state that settles in the background (a client acting on an answer the server has
+    already recorded, a context closing after a capture): never a fixed sleep."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        await asyncio.sleep(0.01)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from conftest import find_chromium
+from conftest import eventually, find_chromium
 from PIL import Image, ImageChops
 from pydantic import SecretStr
 
@@ -361,8 +361,9 @@ async def test_killed_browser_is_relaunched_and_nothing_leaks(env: Env, monkeypa
         assert environ["XDG_CONFIG_HOME"] == f"{workdir}/config"  # writable dirs: read-only root works
         assert environ["XDG_CACHE_HOME"] == f"{workdir}/cache"
         assert "SIDECAR_TEST_SECRET" not in environ  # the sidecar's secrets stay out of Chromium
+        loads = env.grafana_log.count("GET", "/d-solo/")
         stuck = asyncio.create_task(service.capture(panel("3")))  # in flight until we kill
-        await asyncio.sleep(1.0)
+        await eventually(lambda: env.grafana_log.count("GET", "/d-solo/") > loads, "the stuck panel is loading")
         os.kill(pid, signal.SIGKILL)
         crashed = await stuck
         assert crashed.cls is CaptureClass.ERROR and "crash" in crashed.detail, crashed.detail
@@ -414,14 +415,6 @@ async def test_recycle_when_rss_is_over_the_limit(env: Env) -> None:
         assert service.stats()["launches"] >= 2
     finally:
         await closed_and_gone(service)  # including the browsers recycled meanwhile
-
-
-async def eventually(condition: Callable[[], bool], what: str) -> None:
-    for _ in range(100):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within 5 s: {what}")
 
 
 async def settled(service: CaptureService, expected: int) -> None:

@@ -63,14 +63,14 @@ async def test_push_500s_are_retried_until_delivered(tmp_path: Path, caplog: pyt
 
 
 async def test_upload_failure_never_holds_the_alert(tmp_path: Path) -> None:
-    async with harness(tmp_path, budget=1.0) as h:
+    async with harness(tmp_path, budget=5.0) as h:
         h.sandbox.add_fault("status", endpoint="upload", status=500, count=1)
         e = event(2)
         t0 = time.time()
         h.put(e)
         await h.drained()
         [pushed] = h.events(e.alert_key)
-        assert pushed["received_at"] - t0 < 1.0  # failed at once: no reason to wait the budget
+        assert pushed["received_at"] - t0 < 2.0  # failed at once: no reason to wait out the 5 s budget
         assert 'Picture "CPU host-2" missing: upload failed (InternalError)' in pushed["description"]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import eventually
 
 from sidecar.config import FlashdutyConfig, RateLimit
 from sidecar.flashduty.client import FlashdutyClient
@@ -263,23 +264,19 @@ async def test_429_retry_after_seconds_waits_and_gates_other_requests(
     started = time.monotonic()
     first = asyncio.ensure_future(client.upload_image(png(7), priority=3))
     gate = await _wait_for_gate(client, "upload")
-    assert 0.9 < gate - started < 1.3
-    other_started = time.monotonic()
+    assert started + 0.9 < gate <= time.monotonic() + 1.05  # Retry-After: 1, counted from the 429
     second = await client.upload_image(png(8), priority=0)  # an unrelated, urgent upload
-    other_done = time.monotonic()
-    assert other_done >= gate - 0.01, "the gate must hold back every request to the quota"
-    assert other_done - other_started > 0.5
+    assert time.monotonic() >= gate - 0.01, "the gate must hold back every request to the quota"
     assert (await first).startswith("img_") and second.startswith("img_")
     assert requests(sb, "upload") == 3  # 429, then the two uploads: the caller saw no failure
     assert sample(metrics, "rate_limited_total", endpoint="upload") == 1
     assert sample(metrics, "uploads_total", outcome="ok") == 2
     # pushes have their own quota: not gated
-    push_started = time.monotonic()
-    sb.add_fault("429", endpoint="upload", count=1, retry_after="1")
+    sb.add_fault("429", endpoint="upload", count=1, retry_after="2")
     gated = asyncio.ensure_future(client.upload_image(png(9)))
-    await _wait_for_gate(client, "upload")
+    gate = await _wait_for_gate(client, "upload")
     await client.push_alert(build_payload(an_event(), []))
-    assert time.monotonic() - push_started < 0.5
+    assert time.monotonic() < gate and not gated.done()  # pushed while uploads were held back
     await gated
 
 
@@ -289,7 +286,7 @@ async def test_429_retry_after_http_date(client: FlashdutyClient, sandbox: tuple
     sb.add_fault("429", endpoint="push", count=1, retry_after=when)
     started = time.monotonic()
     assert await client.push_alert(build_payload(an_event(), []))
-    assert 0.9 < time.monotonic() - started < 2.6
+    assert 0.9 < time.monotonic() - started < 3.5
     assert requests(sb, "push") == 2
 
 
@@ -314,8 +311,8 @@ async def test_429_past_the_deadline_raises_rate_limited(
     sb.add_fault("429", endpoint="upload", count=1, retry_after="30")
     started = time.monotonic()
     with pytest.raises(FlashdutyRateLimited) as info:
-        await client.upload_image(png(10), deadline=started + 0.5)
-    assert time.monotonic() - started < 0.4  # no point waiting: the gate opens after the deadline
+        await client.upload_image(png(10), deadline=started + 2.0)
+    assert time.monotonic() - started < 1.5  # no point waiting: the gate opens after the deadline
     assert info.value.retryable and info.value.retry_after is not None and 28 < info.value.retry_after <= 30
     assert requests(sb, "upload") == 1
     assert sample(metrics, "uploads_total", outcome="rate_limited") == 1
@@ -329,12 +326,14 @@ async def test_priority_critical_enqueued_after_info_goes_first(sandbox: tuple[F
     sb, url = sandbox
     slow = cfg(url).model_copy(update={"upload_rate": RateLimit(per_second=1, per_minute=1000)})
     c = FlashdutyClient(slow, metrics=Metrics(), time_scale=20)  # one upload per 50 ms
+    sb.add_fault("hang", endpoint="upload", seconds=1, count=1)  # the first holds its slot for 1 s
+    limiter = c.limiters["upload"]
     try:
         first = asyncio.ensure_future(c.upload_image(png(30), priority=3))
-        await asyncio.sleep(0.01)  # admitted: the limiter is now saturated
+        await eventually(lambda: limiter.in_flight == 1, "the first upload admitted")
         infos = [asyncio.ensure_future(c.upload_image(png(31 + i), priority=3)) for i in range(3)]
-        await asyncio.sleep(0.01)
-        assert c.limiters["upload"].waiting == 3
+        await eventually(lambda: limiter.waiting == 3, "three Info uploads queued")
+        assert limiter.in_flight == 1 and not first.done()  # nobody overtook the first one
         critical = asyncio.ensure_future(c.upload_image(png(40), priority=1))
         keys = await asyncio.gather(first, critical, *infos)
     finally:

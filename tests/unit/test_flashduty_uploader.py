@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from conftest import eventually
 
 from sidecar.config import FlashdutyConfig
 from sidecar.flashduty.client import FlashdutyClient
@@ -110,7 +111,7 @@ async def test_a_cancelled_first_caller_does_not_break_the_shared_upload(
     """The caller that started a shared upload is cancelled (its event was superseded): the
     upload goes on for the others, who get the key; one request in all."""
     sb, _ = sandbox
-    sb.add_fault("hang", endpoint="upload", seconds=1.0, count=1)  # still in flight when the others join
+    sb.add_fault("hang", endpoint="upload", seconds=2.0, count=1)  # still in flight when the others join
     metrics = Metrics()
     up = ImageUploader(client, db_path=None, ttl=3600, metrics=metrics)
     try:
@@ -124,7 +125,7 @@ async def test_a_cancelled_first_caller_does_not_break_the_shared_upload(
             await leader
         with pytest.raises(asyncio.CancelledError):
             await followers[0]
-        key = await asyncio.wait_for(followers[1], 5)
+        key = await asyncio.wait_for(followers[1], 10)
         assert key.startswith("img_") and key in sb.images
         assert await up.upload(png(5), priority=2) == key  # remembered: it completed
     finally:
@@ -141,13 +142,13 @@ async def test_an_upload_nobody_waits_for_any_more_is_cancelled(
     up = ImageUploader(client, db_path=None, ttl=3600, metrics=Metrics())
     try:
         callers = [asyncio.ensure_future(up.upload(png(9), priority=2)) for _ in range(2)]
-        await asyncio.sleep(0.1)
+        await eventually(lambda: uploads(sb) == 1, "the upload reached the sandbox")
         for c in callers:
             c.cancel()
         results = await asyncio.gather(*callers, return_exceptions=True)
         assert all(isinstance(r, asyncio.CancelledError) for r in results)
-        await asyncio.sleep(0)
-        assert not up._tasks  # the request itself was cancelled: no quota spent on an unwanted picture
+        # the request itself is cancelled: no quota spent on an unwanted picture
+        await eventually(lambda: not up._tasks, "the shared upload cancelled")
         # the next caller starts a fresh upload rather than joining the cancelled one
         assert (await asyncio.wait_for(up.upload(png(9), priority=2), 2)).startswith("img_")
         assert uploads(sb) == 2

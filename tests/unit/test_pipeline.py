@@ -31,7 +31,7 @@ from sidecar.model import AlertEvent, EventStatus, PanelCapture, alert_key
 from sidecar.sandbox.flashduty import FlashdutySandbox
 
 KEY = "fd-int-pipeline-5ecret-0123456789"
-SLACK = 0.6  # seconds of scheduling/HTTP slack allowed on top of the image budget
+SLACK = 1.0  # seconds of scheduling/HTTP slack allowed on top of the image budget (CI boxes are busy)
 
 
 def png(seed: int) -> bytes:
@@ -370,13 +370,13 @@ async def test_urgent_events_are_claimed_first(tmp_path: Path) -> None:
 
 async def test_stop_pushes_within_grace_without_the_late_pictures(tmp_path: Path) -> None:
     async with rig(tmp_path, budget=10.0) as r:
-        r.capture.plan["slow"] = (2.5, CaptureClass.OK)
+        r.capture.plan["slow"] = (5.0, CaptureClass.OK)
         e = ev(panels=(panel("slow", "Slow"),))
         r.put(e)
         await r.until(lambda: r.outbox.in_flight_count() == 1)
         t0 = time.monotonic()
-        await r.pipeline.stop(grace=0.6)
-        assert time.monotonic() - t0 < 1.0
+        await r.pipeline.stop(grace=2.0)
+        assert time.monotonic() - t0 < 3.0  # well before the picture
         [event] = r.events(e.alert_key)  # pushed after half the grace, without its picture
         assert 'Picture "Slow" missing' in event["description"]
         assert r.outbox.pending_count() == 0
