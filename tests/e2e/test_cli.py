@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from conftest import eventually, find_chromium
 
 from sidecar.sandbox.runner import Sandboxes, start_sandboxes
 
@@ -115,20 +116,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_until(pred: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.chromium
 @pytest.mark.slow
 async def test_run_process_reload_and_sigterm(tmp_path: Path, boxes: Sandboxes) -> None:
-    from conftest import find_chromium
-
     if find_chromium() is None:
         pytest.skip("no Chromium: install chromium or set SIDECAR_CHROMIUM")
     port = free_port()
@@ -163,29 +153,29 @@ async def test_run_process_reload_and_sigterm(tmp_path: Path, boxes: Sandboxes) 
             await asyncio.sleep(0.2)
 
         boxes.prometheus.value = 12
-        await wait_until(
+        await eventually(
             lambda: any(
                 a["labels"].get("sidecar_rule") == "FirstName" and a["images"]
                 for a in boxes.flashduty.state()["alerts"]
             ),
-            30,
             "the first alert",
+            30,
         )
 
         # a valid change on disk is picked up (file watcher) without a restart
         write("SecondName")
         assert proc.returncode is None
-        await wait_until(lambda: "config reloaded" in log_path.read_text(), 20, "the reload")
-        await wait_until(
+        await eventually(lambda: "config reloaded" in log_path.read_text(), "the reload", 20)
+        await eventually(
             lambda: any(a["labels"].get("sidecar_rule") == "SecondName" for a in boxes.flashduty.state()["alerts"]),
-            30,
             "the renamed rule's alert",
+            30,
         )
 
         # an invalid change is refused; the daemon keeps running the old config
         cfg_path.write_text(cfg_path.read_text().replace("every: 1s", "every: fast"))
         proc.send_signal(signal.SIGHUP)
-        await wait_until(lambda: "config reload refused" in log_path.read_text(), 20, "the refusal")
+        await eventually(lambda: "config reload refused" in log_path.read_text(), "the refusal", 20)
         assert proc.returncode is None
         ok = await asyncio.to_thread(cli, "healthcheck", "--url", f"http://127.0.0.1:{port}/healthz")
         assert ok.returncode == 0, ok.stderr

@@ -223,11 +223,9 @@ class Harness:
         return self.metrics.registry.get_sample_value(f"flashduty_sidecar_{name}", labels) or 0.0
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            await asyncio.sleep(0.02)
+        from conftest import eventually  # here: outbox_daemon.py imports this module outside pytest
+
+        await eventually(predicate, what, timeout)
 
     async def drained(self, timeout: float = 10.0) -> None:
         """Outbox empty and no delivery, follow-up or drain in progress."""

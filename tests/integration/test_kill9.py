@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-import time
 from pathlib import Path
 
+from conftest import eventually
 from delivery_support import APP_KEY, KEY, event
 
 from sidecar.delivery.outbox import Outbox
@@ -32,13 +32,6 @@ async def spawn(state_dir: Path, url: str, log: Path, *extra: str) -> asyncio.su
         )
 
 
-async def wait_until(cond: object, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
-
-
 async def test_kill9_in_the_middle_of_a_burst_loses_nothing(tmp_path: Path) -> None:
     state = tmp_path / "state"
     keys = {event(i, rule=RULE).alert_key for i in range(N)}
@@ -46,7 +39,7 @@ async def test_kill9_in_the_middle_of_a_burst_loses_nothing(tmp_path: Path) -> N
     async with sandbox.serve() as url:
         first = await spawn(state, url, tmp_path / "run1.log", "--enqueue")
         try:
-            await wait_until(lambda: sandbox.stats["push"].processed >= 8, 30, "the burst to start")
+            await eventually(lambda: sandbox.stats["push"].processed >= 8, "the burst to start", 30)
         finally:
             first.send_signal(signal.SIGKILL)
             await first.wait()

@@ -12,12 +12,13 @@ import contextlib
 import io
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import eventually
 from PIL import Image
 
 from sidecar.capture.service import CaptureClass, CaptureResult
@@ -108,11 +109,8 @@ class Rig:
     def events(self, key: str) -> list[dict[str, Any]]:
         return [e for a in self.sandbox.alerts if a.alert_key == key for e in a.to_state()["events"]]
 
-    async def until(self, cond: Any, timeout: float = 5.0) -> None:
-        end = time.monotonic() + timeout
-        while not cond():
-            assert time.monotonic() < end, "timed out waiting"
-            await asyncio.sleep(0.01)
+    async def until(self, cond: Callable[[], object], timeout: float = 5.0) -> None:
+        await eventually(cond, "the condition", timeout)
 
     async def settled(self) -> None:
         """Nothing pending or in progress. The sandbox records an event before it answers the
