@@ -169,6 +169,9 @@ class Daemon:
         if changed:
             log.warning("config sections changed that need a restart to apply: %s", ", ".join(changed))
         await self.scheduler.reload(new)
+        self.outbox.max_attempts = new.delivery.max_attempts
+        self.uploader.ttl = new.delivery.image_cache_ttl
+        self.pipeline.reconfigure(new)
         self.cfg = self.cfg.model_copy(
             update={
                 "rules": new.rules,
@@ -199,7 +202,7 @@ class Daemon:
 
     async def _ctx_state(self, _: web.Application) -> AsyncIterator[None]:
         state_dir = Path(self.cfg.state_dir)
-        self.outbox = Outbox(str(state_dir / "outbox.sqlite3"))
+        self.outbox = Outbox(str(state_dir / "outbox.sqlite3"), max_attempts=self.cfg.delivery.max_attempts)
         self.outbox.recover()
         self.rule_state = RuleState(str(state_dir / "rules.sqlite3"))
         self.health.add_ready_check("state", lambda: True)

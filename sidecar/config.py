@@ -267,7 +267,7 @@ class DeliveryConfig(_Model):
     image_cache_ttl: Duration = 86400.0
     """How long an uploaded picture's `image_key` is reused for identical bytes."""
     workers: int = Field(default=4, ge=1, le=64)
-    """Events delivered in parallel."""
+    """Pushes to Flashduty at once (`Ok` events first). Captures and uploads of many events run together regardless, bounded by `capture.concurrency` and the upload rate limit."""
 
 
 class DatasourceConfig(_Model):
@@ -351,15 +351,15 @@ class RuleConfig(_Model):
     cron: str | None = None
     """Schedule rules: 5-field cron in `grafana.timezone`, instead of `every`."""
     for_: Duration = Field(default=0.0, alias="for")
-    """How long an instance must stay true before it fires (Prometheus `for`)."""
+    """How long an instance must stay true before it fires (Prometheus `for`); prometheus rules only (a grafana rule mirrors Grafana's own pending period, a report fires when it is due)."""
     keep_firing_for: Duration = 0.0
     """How long a firing instance keeps firing after its condition is gone."""
     severity: SeverityName = "Warning"
-    """`Critical`, `Warning` or `Info` while firing."""
+    """`Critical`, `Warning` or `Info` while firing; a schedule rule's default is `Info`."""
     title: str | None = None
-    """Alert title (Jinja2 template; `{{ $labels.x }}`, `{{ $value }}`); default: the rule name."""
+    """Alert title (Jinja2 template; `{{ $labels.x }}`, `{{ $value }}`); default: the `summary` annotation, else the rule name (a grafana rule: the Grafana rule's name)."""
     description: str = ""
-    """Alert description (template)."""
+    """Alert description (template); default: the `description` annotation, else empty."""
     labels: dict[str, str] = Field(default_factory=dict)
     """Labels added to every instance (templates allowed; they override the series' labels)."""
     annotations: dict[str, str] = Field(default_factory=dict)
@@ -628,6 +628,8 @@ def _check_rule(rule: RuleConfig, p: str, ds_names: list[str], tz: str) -> list[
         for key in ("expr", "datasource", "cron"):
             if getattr(rule, key) is not None:
                 problems.append(f"{p}.{key}: not used by a grafana rule (it mirrors Grafana's own rules)")
+        if rule.for_:
+            problems.append(f"{p}.for: not used by a grafana rule (Grafana's own pending period applies)")
     else:  # schedule
         if (rule.cron is None) == (rule.every is None):
             problems.append(f"{p}: a schedule rule needs exactly one of cron or every")
@@ -639,6 +641,8 @@ def _check_rule(rule: RuleConfig, p: str, ds_names: list[str], tz: str) -> list[
             problems.append(f"{p}.panels: a schedule rule needs at least one panel to capture")
         if rule.expr is not None or rule.datasource is not None:
             problems.append(f"{p}: a schedule rule takes no expr or datasource")
+        if rule.for_:
+            problems.append(f"{p}.for: not used by a schedule rule (a report fires when it is due)")
     if rule.source != "schedule" and rule.for_ < 0:
         problems.append(f"{p}.for: must be ≥ 0")
     return problems

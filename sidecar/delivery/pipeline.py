@@ -72,7 +72,7 @@ class _PushSlots:
     """At most ``n`` pushes at once; waiters are served by priority, FIFO within one."""
 
     def __init__(self, n: int) -> None:
-        self._free = n
+        self._n = self._free = n
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
 
@@ -94,13 +94,27 @@ class _PushSlots:
         finally:
             self._release()
 
+    def resize(self, n: int) -> None:
+        """Now at most ``n`` at once; pushes already running over a smaller ``n`` finish first."""
+        self._free += n - self._n
+        self._n = n
+        self._grant()
+
     def _release(self) -> None:
-        while self._waiters:
+        self._free += 1
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._free > 0 and self._waiters:
             _, _, fut = heapq.heappop(self._waiters)
             if not fut.done():
+                self._free -= 1
                 fut.set_result(None)
-                return
-        self._free += 1
+
+
+def _reserved_labels(config: Config) -> dict[str, frozenset[str]]:
+    """Per rule, the ``layer_*_reset_*`` labels its author wrote: only those pass (payload.py)."""
+    return {r.name: frozenset(k for k in r.labels if k.startswith(RESERVED_PREFIXES)) for r in config.rules}
 
 
 def _short_key(key: str) -> str:
@@ -136,10 +150,7 @@ class DeliveryPipeline:
         self._max_in_flight = max_in_flight
         self._followup_window = followup_window
         self._slots = _PushSlots(config.delivery.workers)
-        # layer_*_reset_* labels pass only when the rule author wrote them (payload.py)
-        self._reserved = {
-            r.name: frozenset(k for k in r.labels if k.startswith(RESERVED_PREFIXES)) for r in config.rules
-        }
+        self._reserved = _reserved_labels(config)
         self._wake = asyncio.Event()
         self._hurry = asyncio.Event()
         self._hurry_at = float("inf")
@@ -151,6 +162,11 @@ class DeliveryPipeline:
         self.heartbeat = clock()
 
     # ------------------------------------------------------------------ lifecycle
+
+    def reconfigure(self, config: Config) -> None:
+        """A config reload: the rules' reserved labels and ``delivery.workers`` apply from now on."""
+        self._reserved = _reserved_labels(config)
+        self._slots.resize(config.delivery.workers)
 
     async def start(self) -> None:
         """Release the claims of a previous run and start dispatching."""

@@ -67,7 +67,7 @@ class _Store:
 
     def __init__(self, path: str, ttl: float, account: str) -> None:
         self._path = path
-        self._ttl = ttl
+        self.ttl = ttl  # set by a config reload
         self._account = account
         self._conn: sqlite3.Connection | None = None
         self.lock = threading.Lock()
@@ -98,7 +98,7 @@ class _Store:
     def get(self, digest: str, now: float) -> str | None:
         conn = self._open()
         row = conn.execute(
-            "SELECT image_key FROM image_keys WHERE sha256 = ? AND uploaded_at > ?", (digest, now - self._ttl)
+            "SELECT image_key FROM image_keys WHERE sha256 = ? AND uploaded_at > ?", (digest, now - self.ttl)
         ).fetchone()
         return str(row[0]) if row else None
 
@@ -108,7 +108,7 @@ class _Store:
             "INSERT OR REPLACE INTO image_keys (sha256, image_key, uploaded_at) VALUES (?, ?, ?)",
             (digest, image_key, now),
         )
-        conn.execute("DELETE FROM image_keys WHERE uploaded_at <= ?", (now - self._ttl,))
+        conn.execute("DELETE FROM image_keys WHERE uploaded_at <= ?", (now - self.ttl,))
 
     def close(self) -> None:
         if self._conn is not None:
@@ -143,6 +143,15 @@ class ImageUploader:
         self._store = _Store(db_path or ":memory:", ttl, client.account_fingerprint)
         self._inflight: dict[str, _Flight] = {}
         self._tasks: set[asyncio.Task[str]] = set()  # every upload task until it ends, joinable or not
+
+    @property
+    def ttl(self) -> float:
+        """How long an uploaded picture's ``image_key`` is reused (``delivery.image_cache_ttl``)."""
+        return self._store.ttl
+
+    @ttl.setter
+    def ttl(self, seconds: float) -> None:
+        self._store.ttl = seconds
 
     async def upload(self, data: bytes, *, priority: int, deadline: float | None = None) -> str:
         """The ``image_key`` of ``data``: remembered, shared with an upload in flight, or uploaded.

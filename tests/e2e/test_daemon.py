@@ -218,3 +218,25 @@ async def test_webhook_alert_gets_its_panel(tmp_path: Path, boxes: Sandboxes) ->
         assert_real_chart(boxes, got[0]["images"][0]["src"])
     finally:
         await daemon.stop()
+
+
+async def test_delivery_settings_apply_at_start_and_on_reload(
+    tmp_path: Path, boxes: Sandboxes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, env = write_config(tmp_path, boxes)
+    for name, value in env.items():  # a reload reads the environment, like the real process
+        monkeypatch.setenv(name, value)
+    path.write_text(CONFIG + "delivery: {max_attempts: 3, image_cache_ttl: 1h}\n")
+    daemon = Daemon(load_config(path), config_path=str(path))
+    await daemon.start()
+    try:
+        assert daemon.outbox.max_attempts == 3
+        assert daemon.uploader.ttl == 3600
+
+        path.write_text(CONFIG + "delivery: {max_attempts: 7, image_cache_ttl: 2h, workers: 1}\n")
+        assert await daemon.reload("test")
+        assert daemon.outbox.max_attempts == 7
+        assert daemon.uploader.ttl == 7200
+        assert daemon.cfg.delivery.workers == 1
+    finally:
+        await daemon.stop()

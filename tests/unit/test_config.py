@@ -133,6 +133,14 @@ BROKEN: list[tuple[str, str, list[str]]] = [
         ["rules[0].expr: not used by a grafana rule (it mirrors Grafana's own rules)"],
     ),
     (
+        "for on a grafana rule and on a schedule rule",
+        "rules: [{name: G, source: grafana, for: 5m}, {name: S, source: schedule, every: 1h, for: 1m, panels: [{dashboard: d}]}]\n",
+        [
+            "rules[0].for: not used by a grafana rule (Grafana's own pending period applies)",
+            "rules[1].for: not used by a schedule rule (a report fires when it is due)",
+        ],
+    ),
+    (
         "reserved rule name",
         "rules: [{name: webhook, source: grafana}]\n",
         ["rules[0].name: 'webhook' is reserved for alerts received on the webhook"],

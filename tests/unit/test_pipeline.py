@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import logging
 import time
@@ -200,6 +201,36 @@ async def test_push_slot_waiter_cancelled_does_not_leak_the_slot() -> None:
             pass
 
 
+async def test_push_slots_resize_grants_waiters_and_holds_back_when_shrunk() -> None:
+    slots = _PushSlots(1)
+    running: set[int] = set()
+    release = {i: asyncio.Event() for i in range(5)}
+
+    async def push(i: int) -> None:
+        async with slots.acquire(1):
+            running.add(i)
+            await release[i].wait()
+            running.discard(i)
+
+    tasks = [asyncio.create_task(push(i)) for i in range(3)]
+    await eventually(lambda: running == {0}, "one push at a time")
+    slots.resize(3)  # a reload raised delivery.workers: the waiting pushes start now
+    await eventually(lambda: running == {0, 1, 2}, "three pushes at once")
+
+    slots.resize(1)  # lowered while three run: no new push until fewer than one runs
+    tasks += [asyncio.create_task(push(i)) for i in (3, 4)]
+    for i in (0, 1):
+        release[i].set()
+        await eventually(lambda i=i: i not in running, f"push {i} to end")
+        assert 3 not in running and 4 not in running, "a push started over the lowered limit"
+    release[2].set()
+    await eventually(lambda: running == {3}, "the next push once the last of the three ended")
+    release[3].set()
+    await eventually(lambda: running == {4}, "then the one after")
+    release[4].set()
+    await asyncio.gather(*tasks)
+
+
 # ---------------------------------------------------------------------------- delivery
 
 
@@ -222,6 +253,31 @@ async def test_alert_without_panels_is_pushed_with_the_canonical_line(
     assert rec.getMessage().startswith(f"delivered Critical HighErrorRate {e.alert_key[:12]}… pictures 0/0 in ")
     assert rec.outcome == "delivered" and rec.rule == "HighErrorRate" and rec.alert_key == e.alert_key  # type: ignore[attr-defined]
     assert rec.status == "Critical" and rec.captures == [] and isinstance(rec.duration_ms, int)  # type: ignore[attr-defined]
+
+
+async def test_a_reload_applies_the_reserved_labels_a_rule_now_sets(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        reset = {"layer_person_reset_1": "oncall-b"}
+        first = ev(n=1)
+        first = dataclasses.replace(first, labels={**first.labels, **reset})
+        r.put(first)
+        await r.until(lambda: len(r.events(first.alert_key)) == 1)
+        assert "layer_person_reset_1" not in r.events(first.alert_key)[0]["labels"]  # no rule wrote it
+
+        r.pipeline.reconfigure(
+            Config.model_validate(
+                {
+                    "flashduty": {"api_host": "http://flashduty.test", "integration_key": KEY},
+                    "rules": [{"name": "HighErrorRate", "source": "prometheus", "expr": "errors > 5", "labels": reset}],
+                    "delivery": {"workers": 2},
+                }
+            )
+        )
+        second = ev(n=2)
+        second = dataclasses.replace(second, labels={**second.labels, **reset})
+        r.put(second)
+        await r.until(lambda: len(r.events(second.alert_key)) == 1)
+        assert r.events(second.alert_key)[0]["labels"]["layer_person_reset_1"] == "oncall-b"
 
 
 async def test_pictures_are_captured_uploaded_and_referenced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
