@@ -2,7 +2,7 @@
 
     python -m bench                       everything (about 10–14 min on 2 cores)
     python -m bench --quick               a short smoke run (smaller counts, same code paths)
-    python -m bench --only delivery,e2e   some of: capture, delivery, e2e, memory
+    python -m bench --only delivery,e2e   some of: capture, delivery, e2e, memory, sizing
     python -m bench --compare-ref REF     also run the capture benchmark on git revision REF
     python -m bench --json PATH           where to write the JSON (default bench/results/latest.json)
 
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import capture, delivery, e2e, memory
+from bench import capture, delivery, e2e, memory, sizing
 from bench.common import ROOT, fmt, load_avg, machine, table
 
 BENCHMARKS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "delivery": delivery.run,
     "e2e": e2e.run,
     "memory": memory.run,
+    "sizing": sizing.run,
 }
 DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
 
@@ -106,6 +107,8 @@ def render(report: dict[str, Any]) -> str:
         parts += ["", _e2e_table(r["e2e"])]
     if "memory" in r and "error" not in r["memory"]:
         parts += ["", _memory_table(r["memory"])]
+    if "sizing" in r and "error" not in r["sizing"]:
+        parts += ["", _sizing_table(r["sizing"])]
     errors = [f"- {name}: {res['error']}" for name, res in r.items() if "error" in res]
     if errors:
         parts += ["", "Not measured:", *errors]
@@ -319,6 +322,43 @@ def _memory_table(mem: dict[str, Any]) -> str:
         + " Sampled at rest after every pool turnover (concurrency × capture.context_reuse captures), after a garbage"
         " collection, capture cache off; the target applies to Python RSS and Chromium USS.\n\n" + table(headers, rows)
     )
+
+
+def _sizing_table(sz: dict[str, Any]) -> str:
+    phases = [sz["start"], sz["load"], sz["idle"]]
+
+    def group(g: str, label: str) -> list[str]:
+        cells = [label]
+        for ph in phases:
+            x = ph[g]
+            cells.append(f"{fmt(x['pss_mib_median'])} ({fmt(x['pss_mib_peak'])})")
+        lo = min(ph[g]["processes_min"] for ph in phases)
+        hi = max(ph[g]["processes_max"] for ph in phases)
+        cells.append(str(lo) if lo == hi else f"{lo}–{hi}")
+        return cells
+
+    rows = [group("python", "Python daemon"), group("node", "Playwright's Node driver"), group("chromium", "Chromium")]
+    rows.append(
+        ["**whole container, PSS**"]
+        + [f"**{fmt(ph['total']['pss_mib_median'])}** ({fmt(ph['total']['pss_mib_peak'])})" for ph in phases]
+        + [""]
+    )
+    rows.append(
+        ["whole container, sum of RSS"]
+        + [f"{fmt(ph['total']['rss_mib_median'])} ({fmt(ph['total']['rss_mib_peak'])})" for ph in phases]
+        + [""]
+    )
+    rows.append(["CPU, cores", "–", fmt(sz["load"]["cpu_cores"], 2), fmt(sz["idle"]["cpu_cores"], 2), ""])
+    plan = sz["plan"]
+    note = (
+        f"Sizing: the daemon as a pod runs it (`python -m sidecar run`), a schedule rule `{plan['load_schedule']}` "
+        f"capturing four pictures (three panels, one 1600×900 dashboard; capture cache off) for {plan['load_s']:g} s "
+        f"({sz['captures']} captures), then idle once the context pool was trimmed; /proc sampled every "
+        f"{plan['sample_s']:g} s. Start-up (exec → /readyz 200): {sz['startup']['wall_s']:g} s, "
+        f"{sz['startup']['cpu_s']:g} CPU s. MiB, median (peak)."
+    )
+    headers = ["process", "at start", "load", "idle, pool trimmed", "processes"]
+    return note + "\n\n" + table(headers, rows)
 
 
 if __name__ == "__main__":
