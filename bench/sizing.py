@@ -37,9 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import find_chromium, free_port
 from sidecar.capture.browser import POOL_IDLE_S
+from sidecar.capture.proc import read_kb
 from sidecar.sandbox.runner import start_sandboxes
 
 FULL = {"load_s": 60.0, "idle_s": 15.0}
@@ -102,17 +104,6 @@ def _tree(root: int) -> list[int]:
     return found
 
 
-def _field_kb(path: str, key: str) -> int:
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def _comm(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
@@ -142,8 +133,8 @@ def sample(root: int) -> dict[str, Any]:
     for pid in pids:
         group = "python" if pid == root else "node" if _comm(pid).startswith("node") else "chromium"
         g = out[group]
-        g["pss_kb"] += _field_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
-        g["rss_kb"] += _field_kb(f"/proc/{pid}/status", "VmRSS:")
+        g["pss_kb"] += read_kb(f"/proc/{pid}/smaps_rollup", "Pss:") or 0
+        g["rss_kb"] += read_kb(f"/proc/{pid}/status", "VmRSS:") or 0
         g["processes"] += 1
     out["cpu_s"] = _cpu_s(pids)
     out["t"] = time.monotonic()
@@ -193,14 +184,12 @@ async def _metric(session: aiohttp.ClientSession, base: str, name: str, **labels
     """The sum of a sample of the daemon's ``/metrics`` over the label sets matching ``labels``."""
     async with session.get(base + "/metrics") as r:
         text = await r.text()
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        head, _, value = line.rpartition(" ")
-        if all(f'{k}="{v}"' in head for k, v in labels.items()):
-            total += float(value)
-    return total
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 async def run(*, quick: bool, log: Any = print) -> dict[str, Any]:
@@ -257,7 +246,7 @@ async def run(*, quick: bool, log: Any = print) -> dict[str, Any]:
                     except TimeoutError:
                         proc.kill()
                         await proc.wait()
-            errors = [line for line in log_path.read_text(errors="replace").splitlines() if " ERROR " in line]
+            errors = [line for line in log_path.read_text(errors="replace").splitlines() if '"level": "error"' in line]
     finally:
         await boxes.close()
     return {

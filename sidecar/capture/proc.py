@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Iterable
 
-__all__ = ["chromium_processes", "find_browser_process", "process_memory_bytes", "reap"]
+__all__ = ["chromium_processes", "find_browser_process", "process_memory_bytes", "read_kb", "reap"]
 
 log = logging.getLogger("sidecar.capture")
 
@@ -57,14 +57,15 @@ def process_memory_bytes(pids: Iterable[int]) -> int:
     """
     total = 0
     for pid in pids:
-        value = _read_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
+        value = read_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
         if value is None:
-            value = _read_kb(f"/proc/{pid}/status", "VmRSS:")
+            value = read_kb(f"/proc/{pid}/status", "VmRSS:")
         total += (value or 0) * 1024
     return total
 
 
-def _read_kb(path: str, key: str) -> int | None:
+def read_kb(path: str, key: str) -> int | None:
+    """The kB figure of the line starting with ``key`` in a ``/proc`` file; None if unreadable."""
     try:
         with open(path, encoding="ascii", errors="replace") as f:
             for line in f:
