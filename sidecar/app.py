@@ -30,10 +30,10 @@ from sidecar.delivery.pipeline import DeliveryPipeline
 from sidecar.delivery.reconcile import reconcile
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
+from sidecar.ingest.webhook import make_webhook_handler
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent
 from sidecar.rules.scheduler import RuleScheduler
-from sidecar.rules.sources.webhook import make_webhook_handler
 from sidecar.rules.state import RuleState
 from sidecar.web import Health, make_web_app
 

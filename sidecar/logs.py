@@ -9,37 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
+from sidecar.redact import Redactor
+
 _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
-_KEY_IN_URL = re.compile(r"((?:integration_key|app_key|token|password)=)[^&\s\"']+")
-REDACTED = "<redacted>"
-
-
-class Redactor:
-    """Replaces known secret values and secret-looking query parameters."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for s in self.secrets:
-            if s in text:
-                text = text.replace(s, REDACTED)
-        return _KEY_IN_URL.sub(r"\1" + REDACTED, text)
-
-    def value(self, v: Any) -> Any:
-        if isinstance(v, str):
-            return self(v)
-        if isinstance(v, dict):
-            return {k: self.value(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [self.value(x) for x in v]
-        return v
 
 
 class RedactingFilter(logging.Filter):

@@ -17,6 +17,8 @@ EventStatus = Literal["Critical", "Warning", "Info", "Ok"]
 SEVERITIES: tuple[Severity, ...] = ("Critical", "Warning", "Info")
 # lower is more urgent: Ok first (never waits behind pictures), then Critical, Warning, Info
 PRIORITY: dict[str, int] = {"Ok": 0, "Critical": 1, "Warning": 2, "Info": 3}
+RULE_MARKER = "sidecar_rule"
+RESERVED_RULE_NAMES = frozenset({"webhook", "alertmanager"})
 
 
 def alert_key(rule: str, labels: dict[str, str]) -> str:
@@ -107,6 +109,35 @@ class AlertEvent:
     event_time: float = 0.0  # unix seconds of the transition
     active_at: float | None = None
     resolved_at: float | None = None
+
+    @classmethod
+    def for_instance(
+        cls,
+        rule: str,
+        labels: dict[str, str],
+        *,
+        status: EventStatus,
+        title: str,
+        description: str = "",
+        panels: tuple[PanelCapture, ...] = (),
+        event_time: float,
+        active_at: float | None = None,
+        resolved_at: float | None = None,
+    ) -> AlertEvent:
+        """The one way every source (rules, reports, webhooks) makes an event: ``alert_key`` from
+        the rule name and the instance labels, the ``sidecar_rule`` marker added to the labels."""
+        return cls(
+            alert_key=alert_key(rule, labels),
+            rule=rule,
+            status=status,
+            title=title,
+            description=description,
+            labels={**labels, RULE_MARKER: rule},
+            panels=panels,
+            event_time=event_time,
+            active_at=active_at,
+            resolved_at=resolved_at,
+        )
 
     @property
     def priority(self) -> int:

@@ -7,12 +7,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sidecar.model import RULE_MARKER
+
 __all__ = ["format_alerts"]
 
 _COLUMNS = ("TIME (UTC)", "STATUS", "TITLE", "RULE", "LABELS", "ALERT ID")
 _MAX_TITLE = 60
 _MAX_LABELS = 48
-_HIDDEN_LABELS = frozenset({"sidecar_rule"})
+_HIDDEN_LABELS = frozenset({RULE_MARKER})
 
 
 def _clip(text: str, limit: int) -> str:
@@ -53,7 +55,7 @@ def _row(item: Mapping[str, Any]) -> tuple[str, ...]:
         _when(item.get("start_time")),
         _status(item),
         _clip(str(item.get("title") or ""), _MAX_TITLE) or "-",
-        str(labels.get("sidecar_rule") or "-"),
+        str(labels.get(RULE_MARKER) or "-"),
         _labels_summary(labels),
         str(item.get("alert_id") or "-"),
     )

@@ -59,8 +59,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sidecar.flashduty.errors import redact as _redact_keys
 from sidecar.model import AlertEvent
+from sidecar.redact import redact as _redact_keys
 
 __all__ = [
     "FOLLOWUP_PRIORITY_OFFSET",

@@ -6,7 +6,7 @@ was deleted while the daemon was down). With an ``app_key``, at startup:
 1. list the active alerts of the last ``lookback_days`` (``/alert/list``, ``is_active=true``;
    the client cuts the window into ≤ 31-day slices and pages through each);
 2. keep ours: labels carry ``sidecar_rule``. List items have no ``alert_key``
-   (flashduty-api.md §0.2), so recompute it: ``alert_key(labels["sidecar_rule"], labels
+   (Flashduty returns none), so recompute it: ``alert_key(labels["sidecar_rule"], labels
    without sidecar_rule)`` — the same function the rule engine uses;
 3. an alert whose key is not in ``firing_keys`` is a candidate for an ``Ok``;
 4. verify the recomputed keys with one ``alert_keys`` query per 100 candidates: a key that does
@@ -30,13 +30,12 @@ from typing import Any
 from sidecar.delivery.outbox import Outbox
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.payload import MAX_LABEL_VALUE, MAX_LABELS
-from sidecar.model import AlertEvent, alert_key
+from sidecar.model import RULE_MARKER, AlertEvent, alert_key
 
 __all__ = ["ReconcileReport", "reconcile"]
 
 log = logging.getLogger("sidecar.delivery.reconcile")
 
-MARKER = "sidecar_rule"
 DAY = 86400.0
 VERIFY_BATCH = 100
 RESOLVED_NOTE = "Resolved by flashduty-sidecar at startup: no longer firing (state reconciled)."
@@ -108,14 +107,14 @@ async def reconcile(
     by_key: dict[str, list[_Candidate]] = defaultdict(list)
     for item in items:
         labels = item.get("labels") or {}
-        rule = labels.get(MARKER) if isinstance(labels, Mapping) else None
+        rule = labels.get(RULE_MARKER) if isinstance(labels, Mapping) else None
         if not isinstance(rule, str) or not rule:
             continue
         report.ours += 1
         if rule in keep_rules:
             report.kept += 1
             continue
-        instance = {str(k): str(v) for k, v in labels.items() if k != MARKER}
+        instance = {str(k): str(v) for k, v in labels.items() if k != RULE_MARKER}
         c = _Candidate(alert_key(rule, instance), rule, item)
         by_key[c.key].append(c)
         if c.key in firing_keys:

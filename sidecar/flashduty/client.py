@@ -35,6 +35,7 @@ import aiohttp
 from sidecar.config import FlashdutyConfig
 from sidecar.metrics import Metrics
 from sidecar.model import PRIORITY
+from sidecar.redact import redact
 
 from .errors import (
     RETRYABLE_CODES,
@@ -44,7 +45,6 @@ from .errors import (
     FlashdutyRateLimited,
     FlashdutyTimeout,
     is_retryable_status,
-    redact,
 )
 from .ratelimit import LimiterClosed, RateLimitTimeout, SlidingWindowLimiter, parse_retry_after
 

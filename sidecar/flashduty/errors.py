@@ -1,4 +1,4 @@
-"""Flashduty error taxonomy and secret redaction.
+"""Flashduty error taxonomy.
 
 Hierarchy::
 
@@ -17,7 +17,7 @@ Retry policy (who decides): ``retryable`` says whether the *same* request may su
 * permanent: every other 4xx (400, 401, 403, 404, 413...), 501, and any other ``error`` in a 2xx.
 
 Secrets: the integration key and app key travel in the query string, and aiohttp puts the URL
-into some of its exception messages. Every message built here goes through :func:`redact`,
+into some of its exception messages. Every message built here goes through ``sidecar.redact``,
 which removes ``integration_key=``/``app_key=`` query values and, when given, the literal key
 values. Client code raises these errors *outside* the ``except`` block that caught the aiohttp
 error, so no ``__context__`` keeps the original (unredacted) exception alive.
@@ -25,8 +25,7 @@ error, so no ``__context__`` keeps the original (unredacted) exception alive.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from sidecar.redact import redact
 
 __all__ = [
     "RETRYABLE_CODES",
@@ -36,23 +35,10 @@ __all__ = [
     "FlashdutyRateLimited",
     "FlashdutyTimeout",
     "is_retryable_status",
-    "redact",
 ]
 
-REDACTED = "<redacted>"
-# the value runs to the next separator; "+" keeps redact() idempotent ("<" ends a value)
-_QUERY_SECRET = re.compile(r"((?:integration_key|app_key)(?:=|%3D))[^&\s'\"<>)\]}]+", re.IGNORECASE)
 # error.code values that mean "try again later" even when they ride on a 2xx
 RETRYABLE_CODES = frozenset({"InternalError", "ServiceUnavailable", "RequestTooFrequently"})
-
-
-def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Return ``text`` with key query values and the literal ``secrets`` replaced by ``<redacted>``."""
-    out = _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
-    for secret in secrets:
-        if secret and len(secret) >= 4:  # a 1-3 char "secret" would shred ordinary text
-            out = out.replace(secret, REDACTED)
-    return out
 
 
 def is_retryable_status(status: int) -> bool:

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.model import AlertEvent
+from sidecar.model import RULE_MARKER, AlertEvent
 
 __all__ = [
     "MAX_ALT",
@@ -50,7 +50,7 @@ MAX_HREF = 256
 
 ELLIPSIS = "…"
 RESERVED_PREFIXES = ("layer_person_reset_", "layer_webhook_reset_")
-FIRST_LABELS = ("sidecar_rule", "alertname", "severity")
+FIRST_LABELS = (RULE_MARKER, "alertname", "severity")
 NOTES_SEPARATOR = "\n\n"
 
 
@@ -79,7 +79,7 @@ def _short(text: str, limit: int = 40) -> str:
 def _labels(event: AlertEvent, allowed_reserved: Iterable[str], notes: list[str]) -> dict[str, str]:
     allowed = set(allowed_reserved)
     labels = {str(k): str(v) for k, v in event.labels.items()}
-    labels.setdefault("sidecar_rule", event.rule)
+    labels.setdefault(RULE_MARKER, event.rule)
     kept: dict[str, str] = {}
     for key, value in labels.items():
         if key.startswith(RESERVED_PREFIXES) and key not in allowed:

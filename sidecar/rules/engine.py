@@ -342,13 +342,12 @@ class RuleEvaluator:
                 for_=self.for_,
                 rule_name=rule.name,
             )
-        return AlertEvent(
-            alert_key=inst.key,
-            rule=rule.name,
+        return AlertEvent.for_instance(
+            rule.name,
+            inst.labels,
             status=status,
             title=title,
             description=description,
-            labels={**inst.labels, "sidecar_rule": rule.name},
             panels=captures,
             event_time=ts,
             active_at=inst.active_at,

@@ -23,7 +23,7 @@ from procs import ALERTMANAGER, alertmanager, have
 from sidecar.config import Config
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, alert_key
-from sidecar.rules.sources.webhook import make_webhook_handler
+from sidecar.ingest.webhook import make_webhook_handler
 from sidecar.rules.state import RuleState
 
 pytestmark = [

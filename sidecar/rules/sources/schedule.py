@@ -124,13 +124,12 @@ class ScheduleEvaluator:
             if resolving
             else panel_captures(rule, self.cfg, labels=inst.labels, active_at=ts, now=ts, templates=self.templates)
         )
-        return AlertEvent(
-            alert_key=inst.key,
-            rule=rule.name,
+        return AlertEvent.for_instance(
+            rule.name,
+            inst.labels,
             status="Ok" if resolving else self.severity,
             title=title,
             description=description,
-            labels={**inst.labels, "sidecar_rule": rule.name},
             panels=panels,
             event_time=ts,
             active_at=inst.active_at,

@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from sidecar.config import Config, PanelConfig
 from sidecar.metrics import Metrics
-from sidecar.model import AlertEvent, EventStatus, PanelCapture, alert_key
+from sidecar.model import AlertEvent, EventStatus, PanelCapture
 from sidecar.rules.engine import EventSink, normalize_severity
 from sidecar.rules.sources.grafana import parse_time
 from sidecar.rules.state import WebhookAlert
@@ -214,13 +214,12 @@ def build_event(
             templates=templates,
         )
     title = alert.annotations.get("summary") or alert.labels.get("alertname") or "Alertmanager alert"
-    return AlertEvent(
-        alert_key=alert_key(RULE_NAME, alert.labels),
-        rule=RULE_NAME,
+    return AlertEvent.for_instance(
+        RULE_NAME,
+        alert.labels,
         status=status,
         title=title,
         description=alert.annotations.get("description") or alert.annotations.get("message") or "",
-        labels={**alert.labels, "sidecar_rule": RULE_NAME},
         panels=captures,
         event_time=now,
         active_at=active_at,

@@ -1,0 +1,1 @@
+"""Alerts pushed to the sidecar (webhooks), as opposed to the rules it evaluates itself."""
