@@ -47,7 +47,7 @@ from PIL import Image, ImageDraw
 from sidecar.capture.service import CaptureClass, CaptureResult
 from sidecar.config import Config
 from sidecar.delivery.outbox import Outbox
-from sidecar.delivery.pipeline import DeliveryPipeline
+from sidecar.delivery.pipeline import DeliveryPipeline, PipelineSettings
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics
@@ -157,7 +157,7 @@ async def scenario(n: int, time_scale: float, *, shared_every_other: bool) -> di
             outbox = Outbox.in_dir(tmp, max_attempts=cfg.delivery.max_attempts)
             capture = InstantCapture(pictures)
             pipeline = DeliveryPipeline(
-                outbox=outbox, capture=capture, uploader=uploader, client=client, config=cfg, metrics=metrics
+                outbox=outbox, capture=capture, uploader=uploader, client=client, settings=PipelineSettings.from_config(cfg), metrics=metrics
             )
             await pipeline.start()
             events = [_event(i) for i in range(n)]

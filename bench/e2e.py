@@ -17,7 +17,7 @@ seconds for k = 0 … cycles − 1, in a fixed shuffled order — and the evalua
 across the whole period. Per cycle:
 
 * total: toggle → ``received_at`` (sandbox) of the first event of that alert with a picture;
-* evaluation wait: toggle → the event is put in the outbox (``Daemon.submit`` is wrapped): the
+* evaluation wait: toggle → the event is put in the outbox (``Options.on_event`` records it): the
   next scrape, plus the next rule evaluation, plus the query;
 * capture: ``captures[0].ms`` of the ``sidecar.delivery`` canonical log line of that event;
 * upload, push: deltas of ``flashduty_sidecar_flashduty_request_duration_seconds_sum``;
@@ -42,7 +42,8 @@ import aiohttp
 from aiohttp import web
 
 from bench.common import find_chromium, find_prometheus, free_port, quantile, serve, summary
-from sidecar.app import Daemon
+from sidecar.app import Options
+from sidecar.daemon import Daemon
 from sidecar.config import load_config
 from sidecar.model import AlertEvent
 from sidecar.sandbox.runner import start_sandboxes
@@ -189,15 +190,12 @@ async def run(*, quick: bool, log: Any = print) -> dict[str, Any]:
                 path = tmp / "config.yaml"
                 path.write_text(CONFIG)
                 env = {**boxes.env(), "CHROMIUM": chromium, "STATE_DIR": str(tmp / "state"), "PROMETHEUS_URL": prom_url}
-                daemon = Daemon(load_config(path, env=env))
                 puts: list[tuple[float, AlertEvent]] = []
-                submit = daemon.submit
 
-                def recording_submit(event: AlertEvent) -> None:
+                def record(event: AlertEvent) -> None:
                     puts.append((time.time(), event))
-                    submit(event)
 
-                daemon.submit = recording_submit  # type: ignore[method-assign]
+                daemon = Daemon(load_config(path, env=env), options=Options(on_event=record))
                 await daemon.start()
                 try:
                     # not measured: Prometheus's first scrapes, the dashboard lookup, the first capture
@@ -267,7 +265,7 @@ async def _cycle(
     alert, arrived = await _until(firing_with_picture, "the firing alert with its picture")
     put_at = next((t for t, ev in puts if t >= toggle and ev.status != "Ok"), None)
     if put_at is None:
-        raise RuntimeError("e2e benchmark: the alert arrived without passing Daemon.submit")
+        raise RuntimeError("e2e benchmark: the alert arrived without passing the outbox")
     upload = _request_sum(daemon, "upload") - upload0
     push = _request_sum(daemon, "push") - push0
     line = await _until(

@@ -1,366 +1,311 @@
-"""Builds every component from a ``Config`` and owns their lifecycle.
+"""One factory for the daemon's aiohttp application: a cleanup context per resource.
 
-Each resource is one aiohttp ``cleanup_ctx`` generator, started in order and torn down in
-reverse: state → outbox → HTTP session → Flashduty client → capture service → delivery
-pipeline → rule scheduler → reconcile → config watcher. SIGTERM drains in-flight deliveries
-within ``server.shutdown_grace`` and leaves the rest durable in the outbox; SIGHUP, or a change
-of the config file on disk, reloads the rules without losing state (an invalid new config is
-refused and the old one kept).
+``build_app`` returns an application whose resources are aiohttp cleanup contexts, each
+owning exactly one thing, started in this order and torn down in reverse:
+
+    jobs        aiojobs scheduler: every background job (heartbeat, reconcile, config watch)
+    state       rule state (SQLite) and the outbox (SQLite): readiness "state"
+    session     the aiohttp client session of the rule sources
+    client      the Flashduty client (its own session, limiters)
+    uploader    image-key cache + upload singleflight (closed before the client it uses)
+    capture     Playwright, the warm browser and its context pool: liveness "browser"
+    pipeline    the delivery dispatcher and its deliveries: liveness "workers"
+    scheduler   the rule jobs (APScheduler): liveness "scheduler"
+    webhook     the webhook receiver's handler
+    reconcile   one job: close in Flashduty what is no longer firing (with ``app_key``)
+    reloader    the one reload path and the config-file watcher
+
+Components are found through typed ``web.AppKey``s. A failure in any context during start-up
+propagates out of ``AppRunner.setup``; ``Daemon.start`` then runs the cleanup, which unwinds
+exactly the contexts that had started (aiohttp keeps them), in reverse.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
-import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiojobs
 from aiohttp import web
 
+from sidecar.capture.errors import CaptureError
 from sidecar.capture.service import CaptureService
-from sidecar.config import Config, ConfigError, load_config
+from sidecar.config import Config
 from sidecar.delivery.outbox import Outbox
-from sidecar.delivery.pipeline import DeliveryPipeline
+from sidecar.delivery.pipeline import DeliveryPipeline, PipelineSettings
 from sidecar.delivery.reconcile import reconcile
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
+from sidecar.health import Health
 from sidecar.ingest.webhook import make_webhook_handler
+from sidecar.logs import set_level
 from sidecar.metrics import Metrics
-from sidecar.model import AlertEvent
+from sidecar.model import RESERVED_RULE_NAMES, AlertEvent
+from sidecar.reload import Current, Reloader
 from sidecar.rules.scheduler import RuleScheduler
 from sidecar.rules.state import RuleState
-from sidecar.web import Health, make_web_app
+from sidecar.web import Handler, add_routes
+
+__all__ = ["Options", "StartupError", "build_app"]
 
 log = logging.getLogger("sidecar.app")
 
-# sections whose change needs a restart; rules, datasources, webhook and delivery.resend_* reload live
-_RESTART_SECTIONS = ("flashduty", "grafana", "capture", "server", "state_dir", "log")
+
+class StartupError(RuntimeError):
+    """A resource could not start (browser path, port, state directory): one line, exit 1."""
 
 
-class Daemon:
-    """The running sidecar. ``start()`` → serve → ``stop()``; or ``run()`` until a signal."""
+@dataclass(frozen=True)
+class Options:
+    """How this process runs, beside the config (the CLI, tests and benchmarks set these)."""
 
-    def __init__(
-        self,
-        cfg: Config,
-        *,
-        config_path: str | None = None,
-        metrics: Metrics | None = None,
-        time_scale: float = 1.0,
-        watch_interval: float = 5.0,
-    ) -> None:
-        self.cfg = cfg
-        self.config_path = config_path
-        self.metrics = metrics or Metrics()
-        self.time_scale = time_scale
-        self.watch_interval = watch_interval
-        self.reconcile_delay: float | None = None  # None: after every rule had time to evaluate twice
-        self.health = Health()
-        self.loop_beat: float | None = None
-        self.port: int | None = None
-        self._runner: web.AppRunner | None = None
-        self._stopped = asyncio.Event()
-        self._config_digest = _digest(config_path)
-        # built by the cleanup contexts
-        self.outbox: Outbox
-        self.rule_state: RuleState
-        self.session: aiohttp.ClientSession
-        self.client: FlashdutyClient
-        self.uploader: ImageUploader
-        self.capture: CaptureService
-        self.pipeline: DeliveryPipeline
-        self.scheduler: RuleScheduler
+    config_path: str | None = None
+    time_scale: float = 1.0  # shortens Flashduty's rate-limit windows (tests against the sandbox)
+    watch_interval: float = 5.0  # how often the config file's digest is compared
+    reconcile_delay: float | None = None  # None: after every rule had time to evaluate twice
+    on_event: Callable[[AlertEvent], None] | None = None  # called after each event is durable
 
-    # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        state_dir = Path(self.cfg.state_dir)
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise RuntimeError(f"state_dir {state_dir} is not writable: {e.strerror}") from None
-        webhook = make_webhook_handler(
-            cfg=lambda: self.cfg, sink=self.submit, state=_Lazy(self, "rule_state"), metrics=self.metrics
-        )
-        app = make_web_app(
-            health=self.health, metrics=self.metrics, webhook=webhook, max_body=self.cfg.server.webhook_max_body
-        )
-        app.cleanup_ctx.extend(
-            [
-                self._ctx_heartbeat,
-                self._ctx_state,
-                self._ctx_session,
-                self._ctx_flashduty,
-                self._ctx_capture,
-                self._ctx_pipeline,
-                self._ctx_scheduler,
-                self._ctx_reconcile,
-                self._ctx_watch,
-            ]
-        )
-        self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=self.cfg.server.shutdown_grace
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.cfg.server.host, self.cfg.server.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.cfg.server.port
-        self.metrics.up.set(1)
-        log.info(
-            "flashduty-sidecar ready",
-            extra={"listen": f"{self.cfg.server.host}:{self.port}", "rules": len(self.cfg.rules)},
-        )
+CURRENT = web.AppKey("current", Current)
+OPTIONS = web.AppKey("options", Options)
+METRICS = web.AppKey("metrics", Metrics)
+HEALTH = web.AppKey("health", Health)
+JOBS = web.AppKey("jobs", aiojobs.Scheduler)
+RULE_STATE = web.AppKey("rule_state", RuleState)
+OUTBOX = web.AppKey("outbox", Outbox)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+CLIENT = web.AppKey("client", FlashdutyClient)
+UPLOADER = web.AppKey("uploader", ImageUploader)
+CAPTURE = web.AppKey("capture", CaptureService)
+PIPELINE = web.AppKey("pipeline", DeliveryPipeline)
+SCHEDULER = web.AppKey("scheduler", RuleScheduler)
+WEBHOOK = web.AppKey("webhook", Handler)
+RELOADER = web.AppKey("reloader", Reloader)
 
-    async def stop(self) -> None:
-        self.metrics.up.set(0)
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-        self._stopped.set()
+HEARTBEAT_EVERY = 1.0
+LOOP_ALLOWANCE = 15.0
+WORKERS_ALLOWANCE = SCHEDULER_ALLOWANCE = 60.0
 
-    async def run(self) -> int:
-        """Serve until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload("SIGHUP")))
-        await self.start()
-        try:
-            await stop.wait()
-            log.info("shutting down: draining deliveries", extra={"grace_s": self.cfg.server.shutdown_grace})
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            await self.stop()
-        return 0
 
-    def submit(self, event: AlertEvent) -> None:
-        """The engine's and the webhook's sink: durable first, then wake the workers."""
-        self.outbox.put(event)
-        self.pipeline.kick()
+def build_app(cfg: Config, *, metrics: Metrics, options: Options) -> web.Application:
+    app = web.Application(client_max_size=cfg.server.webhook_max_body)
+    app[CURRENT] = Current(cfg)
+    app[OPTIONS] = options
+    app[METRICS] = metrics
+    app[HEALTH] = health = Health()
+    metrics.up.set_function(health.ready_value)
 
-    # ------------------------------------------------------------------ reload
+    async def webhook(request: web.Request) -> web.StreamResponse:
+        return await request.app[WEBHOOK](request)
 
-    async def reload(self, reason: str) -> bool:
-        if not self.config_path:
-            log.warning("reload requested but the config was not read from a file")
-            return False
-        try:
-            new = await asyncio.to_thread(load_config, self.config_path)
-        except ConfigError as e:
-            self.metrics.config_reloads.labels("invalid").inc()
-            log.error(
-                "config reload refused, keeping the running config (%s): %d problem(s)",
-                reason,
-                len(e.problems),
-                extra={"problems": e.problems},
-            )
-            return False
-        changed = [s for s in _RESTART_SECTIONS if getattr(new, s) != getattr(self.cfg, s)]
-        if changed:
-            log.warning("config sections changed that need a restart to apply: %s", ", ".join(changed))
-        await self.scheduler.reload(new)
-        self.outbox.max_attempts = new.delivery.max_attempts
-        self.uploader.ttl = new.delivery.image_cache_ttl
-        self.pipeline.reconfigure(new)
-        self.cfg = self.cfg.model_copy(
-            update={
-                "rules": new.rules,
-                "datasources": new.datasources,
-                "webhook": new.webhook,
-                "delivery": new.delivery,
-                "rule_files": new.rule_files,
-            }
-        )
-        self.metrics.config_reloads.labels("ok").inc()
-        log.info("config reloaded (%s): %d rules", reason, len(new.rules))
-        return True
+    add_routes(app, health=health, metrics=metrics, webhook=webhook)
+    app.cleanup_ctx.extend(
+        [_jobs, _state, _session, _client, _uploader, _capture, _pipeline, _scheduler, _webhook, _reconcile, _reloader]
+    )
+    return app
 
-    # ------------------------------------------------------------------ cleanup contexts
 
-    async def _ctx_heartbeat(self, _: web.Application) -> AsyncIterator[None]:
-        async def beat() -> None:
-            while True:
-                self.loop_beat = time.monotonic()
-                await asyncio.sleep(1.0)
+def submit(app: web.Application, event: AlertEvent) -> None:
+    """Every source's sink: durable in the outbox first, then wake the dispatcher."""
+    app[OUTBOX].put(event)
+    app[PIPELINE].kick()
+    tap = app[OPTIONS].on_event
+    if tap is not None:
+        tap(event)
 
-        task = asyncio.create_task(beat(), name="loop-heartbeat")
-        self.health.add_heartbeat("loop", lambda: self.loop_beat, 15.0)
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
-    async def _ctx_state(self, _: web.Application) -> AsyncIterator[None]:
-        state_dir = Path(self.cfg.state_dir)
-        self.outbox = Outbox(str(state_dir / "outbox.sqlite3"), max_attempts=self.cfg.delivery.max_attempts)
-        self.outbox.recover()
-        self.rule_state = RuleState(str(state_dir / "rules.sqlite3"))
-        self.health.add_ready_check("state", lambda: True)
-        yield
-        pending = self.outbox.pending_count()
-        self.rule_state.close()
-        self.outbox.close()
-        log.info(
-            "stopped; %d event(s) left in the outbox for the next start", pending, extra={"pending_in_outbox": pending}
-        )
+def _config(app: web.Application) -> Config:
+    return app[CURRENT].config
 
-    async def _ctx_session(self, _: web.Application) -> AsyncIterator[None]:
-        self.session = aiohttp.ClientSession()
-        yield
-        await self.session.close()
 
-    async def _ctx_flashduty(self, _: web.Application) -> AsyncIterator[None]:
-        self.client = FlashdutyClient(self.cfg.flashduty, metrics=self.metrics, time_scale=self.time_scale)
-        self.uploader = ImageUploader(
-            self.client,
-            db_path=str(Path(self.cfg.state_dir) / "images.sqlite3"),
-            ttl=self.cfg.delivery.image_cache_ttl,
-            metrics=self.metrics,
-        )
-        yield
-        await self.client.close()
-        close = getattr(self.uploader, "close", None)
-        if close is not None:
-            res = close()
-            if asyncio.iscoroutine(res):
-                await res
+# --------------------------------------------------------------------------- contexts
 
-    async def _ctx_capture(self, _: web.Application) -> AsyncIterator[None]:
-        self.capture = CaptureService(grafana=self.cfg.grafana, capture=self.cfg.capture, metrics=self.metrics)
-        await self.capture.start()
-        self.health.add_ready_check("browser", lambda: self.capture.browser_connected)
-        yield
-        await self.capture.close()
 
-    async def _ctx_pipeline(self, _: web.Application) -> AsyncIterator[None]:
-        self.pipeline = DeliveryPipeline(
-            outbox=self.outbox,
-            capture=self.capture,
-            uploader=self.uploader,
-            client=self.client,
-            config=self.cfg,
-            metrics=self.metrics,
-        )
-        await self.pipeline.start()
-        beat = getattr(self.pipeline, "heartbeat", None)
-        if beat is not None:
-            self.health.add_heartbeat("workers", lambda: self.pipeline.heartbeat, 60.0)
-        yield
-        await self.pipeline.stop(self.cfg.server.shutdown_grace)
+async def _jobs(app: web.Application) -> AsyncIterator[None]:
+    metrics = app[METRICS]
 
-    async def _ctx_scheduler(self, _: web.Application) -> AsyncIterator[None]:
-        self.scheduler = RuleScheduler(
-            self.cfg, sink=self.submit, session=self.session, state=self.rule_state, metrics=self.metrics
-        )
-        await _maybe_await(self.scheduler.start())
-        self.health.add_ready_check("scheduler", lambda: self.scheduler.running)
-        self.health.add_heartbeat("scheduler", lambda: self.scheduler.heartbeat, 60.0)
-        yield
-        await _maybe_await(self.scheduler.shutdown())
+    def on_error(_: aiojobs.Scheduler, context: dict[str, Any]) -> None:
+        job = context.get("job")
+        name = job.get_name() if job is not None else None
+        metrics.background_errors.labels(job=name or "unnamed").inc()
+        log.error("background job %s failed: %s", name, context.get("exception"), exc_info=context.get("exception"))
 
-    async def _ctx_reconcile(self, _: web.Application) -> AsyncIterator[None]:
-        task: asyncio.Task[None] | None = None
-        if self.cfg.flashduty.app_key is not None:
-            task = asyncio.create_task(self._reconcile_after_first_round(), name="reconcile")
-        yield
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    app[JOBS] = jobs = aiojobs.Scheduler(limit=None, close_timeout=5.0, exception_handler=on_error)
+    beat: list[float | None] = [None]
 
-    async def _reconcile_after_first_round(self) -> None:
-        # wait until every rule has been evaluated once, so "firing" reflects the current truth
-        if self.reconcile_delay is None:
-            longest = max((r.interval for r in self.cfg.rules if r.source != "schedule"), default=0.0)
-            delay = min(longest * 2 + 5.0, 300.0)
-        else:
-            delay = self.reconcile_delay
-        await asyncio.sleep(delay)
-        try:
-            # webhook alerts are owned by the Alertmanager/Grafana that sends them: never closed here
-            report = await reconcile(
-                self.client,
-                self.outbox,
-                firing_keys=self.scheduler.firing_keys(),
-                now=time.time(),
-                keep_rules=("webhook",),
-            )
-            self.pipeline.kick()
-            log.info("reconciled with Flashduty: %s", report.summary(), extra={"report": _as_dict(report)})
-        except Exception as e:  # never fatal: the alert path does not depend on it
-            log.warning("reconcile with Flashduty failed: %s", e)
-
-    async def _ctx_watch(self, _: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(self._watch_config(), name="config-watch") if self.config_path else None
-        yield
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _watch_config(self) -> None:
-        """A ConfigMap update swaps a symlink: compare content digests, not mtimes."""
+    async def heartbeat() -> None:
         while True:
-            await asyncio.sleep(self.watch_interval)
-            digest = _digest(self.config_path)
-            if digest is not None and digest != self._config_digest:
-                self._config_digest = digest
-                await self.reload("config file changed")
+            beat[0] = time.monotonic()
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    job = await jobs.spawn(heartbeat(), name="loop-heartbeat")
+    app[HEALTH].add_heartbeat("loop", lambda: beat[0], LOOP_ALLOWANCE)
+    yield
+    app[HEALTH].remove("loop")
+    await job.close()
+    await jobs.close()
 
 
-class _Lazy:
-    """Resolves an attribute of the daemon at call time (the webhook handler is built before state)."""
-
-    def __init__(self, owner: object, attr: str) -> None:
-        self._owner = owner
-        self._attr = attr
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(getattr(self._owner, self._attr), name)
-
-
-def _digest(path: str | None) -> str | None:
-    if not path:
-        return None
+async def _state(app: web.Application) -> AsyncIterator[None]:
+    cfg = _config(app)
+    state_dir = Path(cfg.state_dir)
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
+        rule_state = RuleState(state_dir / "rules.sqlite3")
+    except Exception as e:
+        raise StartupError(f"state_dir {state_dir}: cannot open rules.sqlite3: {e}") from None
+    try:
+        outbox = Outbox(str(state_dir / "outbox.sqlite3"), max_attempts=cfg.delivery.max_attempts)
+    except Exception as e:
+        rule_state.close()
+        raise StartupError(f"state_dir {state_dir}: cannot open outbox.sqlite3: {e}") from None
+    app[RULE_STATE], app[OUTBOX] = rule_state, outbox
+    open_ = [True]
+    app[HEALTH].add_ready_check("state", lambda: open_[0])
+    yield
+    open_[0] = False
+    pending = outbox.pending_count()
+    rule_state.close()
+    outbox.close()
+    log.info(
+        "stopped; %d event(s) left in the outbox for the next start", pending, extra={"pending_in_outbox": pending}
+    )
+
+
+async def _session(app: web.Application) -> AsyncIterator[None]:
+    app[SESSION] = session = aiohttp.ClientSession()
+    yield
+    await session.close()
+
+
+async def _client(app: web.Application) -> AsyncIterator[None]:
+    cfg = _config(app)
+    app[CLIENT] = client = FlashdutyClient(cfg.flashduty, metrics=app[METRICS], time_scale=app[OPTIONS].time_scale)
+    yield
+    await client.close()
+
+
+async def _uploader(app: web.Application) -> AsyncIterator[None]:
+    cfg = _config(app)
+    app[UPLOADER] = uploader = ImageUploader(
+        app[CLIENT],
+        db_path=str(Path(cfg.state_dir) / "images.sqlite3"),
+        ttl=cfg.delivery.image_cache_ttl,
+        metrics=app[METRICS],
+    )
+    yield
+    await uploader.close()
+
+
+async def _capture(app: web.Application) -> AsyncIterator[None]:
+    cfg = _config(app)
+    capture = CaptureService(grafana=cfg.grafana, capture=cfg.capture, metrics=app[METRICS])
+    try:
+        await capture.start()
+    except CaptureError as e:
+        await capture.close()
+        raise StartupError(str(e)) from None
+    app[CAPTURE] = capture
+
+    def browser_problem() -> str | None:
+        down, grace = capture.browser_down_for(), _config(app).capture.liveness_grace
+        if down > grace:
+            return f"the browser could not be launched for {down:.0f}s (allowed {grace:.0f}s)"
         return None
 
-
-async def _maybe_await(value: Any) -> Any:
-    if asyncio.iscoroutine(value):
-        return await value
-    return value
-
-
-def _as_dict(obj: Any) -> Any:
-    if hasattr(obj, "__dataclass_fields__"):
-        return {k: getattr(obj, k) for k in obj.__dataclass_fields__}
-    return obj
+    app[HEALTH].add_live_check("browser", browser_problem)
+    yield
+    app[HEALTH].remove("browser")
+    await capture.close()
 
 
-def env_secrets(cfg: Config) -> list[str]:
-    """Every secret value of a config, for the log redactor."""
-    out = [cfg.flashduty.integration_key.get_secret_value()]
-    for s in (cfg.flashduty.app_key, cfg.grafana.token, cfg.server.webhook_token):
-        if s is not None:
-            out.append(s.get_secret_value())
-    if cfg.grafana.basic_auth is not None:
-        out.append(cfg.grafana.basic_auth.password.get_secret_value())
-    for ds in cfg.datasources:
-        if ds.bearer_token is not None:
-            out.append(ds.bearer_token.get_secret_value())
-        if ds.basic_auth is not None:
-            out.append(ds.basic_auth.password.get_secret_value())
-    return out
+async def _pipeline(app: web.Application) -> AsyncIterator[None]:
+    cfg = _config(app)
+    pipeline = DeliveryPipeline(
+        outbox=app[OUTBOX],
+        capture=app[CAPTURE],
+        uploader=app[UPLOADER],
+        client=app[CLIENT],
+        settings=PipelineSettings.from_config(cfg),
+        metrics=app[METRICS],
+    )
+    await pipeline.start()
+    app[PIPELINE] = pipeline
+    app[HEALTH].add_heartbeat("workers", lambda: pipeline.heartbeat if pipeline.running else 0.0, WORKERS_ALLOWANCE)
+    yield
+    app[HEALTH].remove("workers")
+    await pipeline.stop(_config(app).server.shutdown_grace)
+
+
+async def _scheduler(app: web.Application) -> AsyncIterator[None]:
+    scheduler = RuleScheduler(
+        _config(app),
+        sink=lambda ev: submit(app, ev),
+        session=app[SESSION],
+        state=app[RULE_STATE],
+        metrics=app[METRICS],
+    )
+    await scheduler.start()
+    app[SCHEDULER] = scheduler
+    app[HEALTH].add_heartbeat("scheduler", lambda: scheduler.heartbeat, SCHEDULER_ALLOWANCE)
+    yield
+    app[HEALTH].remove("scheduler")
+    await scheduler.shutdown()
+
+
+async def _webhook(app: web.Application) -> AsyncIterator[None]:
+    app[WEBHOOK] = make_webhook_handler(
+        cfg=lambda: _config(app), sink=lambda ev: submit(app, ev), state=app[RULE_STATE], metrics=app[METRICS]
+    )
+    yield
+
+
+async def _reconcile(app: web.Application) -> AsyncIterator[None]:
+    job = None
+    if _config(app).flashduty.app_key is not None:
+        job = await app[JOBS].spawn(_reconcile_after_first_round(app), name="reconcile")
+    yield
+    if job is not None:
+        await job.close()
+
+
+async def _reconcile_after_first_round(app: web.Application) -> None:
+    cfg, delay = _config(app), app[OPTIONS].reconcile_delay
+    if delay is None:  # wait until every rule was evaluated, so "firing" is the current truth
+        longest = max((r.interval for r in cfg.rules if r.source != "schedule"), default=0.0)
+        delay = min(longest * 2 + 5.0, 300.0)
+    await asyncio.sleep(delay)
+    try:
+        # webhook alerts are owned by the Alertmanager/Grafana that sends them: never closed here
+        report = await reconcile(
+            app[CLIENT],
+            app[OUTBOX],
+            firing_keys=app[SCHEDULER].firing_keys(),
+            now=time.time(),
+            keep_rules=RESERVED_RULE_NAMES,
+        )
+    except Exception as e:  # never fatal: the alert path does not depend on it
+        log.warning("reconcile with Flashduty failed: %s", e)
+        return
+    app[PIPELINE].kick()
+    log.info("reconciled with Flashduty: %s", report.summary(), extra={"report": report.as_dict()})
+
+
+async def _reloader(app: web.Application) -> AsyncIterator[None]:
+    options = app[OPTIONS]
+    reloader = Reloader(app[CURRENT], config_path=options.config_path, metrics=app[METRICS])
+    reloader.add("rules", app[SCHEDULER].reconfigure)
+    reloader.add("outbox", lambda c: app[OUTBOX].reconfigure(c.delivery))
+    reloader.add("uploader", lambda c: app[UPLOADER].reconfigure(c.delivery))
+    reloader.add("pipeline", lambda c: app[PIPELINE].reconfigure(PipelineSettings.from_config(c)))
+    reloader.add("capture", lambda c: app[CAPTURE].reconfigure(capture=c.capture, grafana=c.grafana))
+    reloader.add("log", lambda c: set_level(c.log.level))
+    app[RELOADER] = reloader
+    job = await app[JOBS].spawn(reloader.watch(options.watch_interval), name="config-watch")
+    yield
+    await job.close()

@@ -1,6 +1,11 @@
 """Command line: the one place where errors become exit codes.
 
 Exit codes: 0 success, 1 runtime failure, 2 configuration (or usage) error.
+
+Expected operational failures — the daemon could not start (``StartupError``: browser path,
+port in use, state directory), Flashduty refused or could not be reached, a capture could not
+run, a file could not be read — print one line on stderr and exit 1. Only a bug prints a
+traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ import argparse
 import asyncio
 import json
 import logging
+import sqlite3
 import sys
 import time
 import urllib.error
@@ -101,8 +107,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_FAIL
     except Exception as e:
+        if isinstance(e, _operational()):
+            print(f"flashduty-sidecar {args.command}: {_one_line(e)}", file=sys.stderr)
+            return EXIT_FAIL
         logging.getLogger("sidecar").error("fatal: %s", e, exc_info=True)
         return EXIT_FAIL
+
+
+def _operational() -> tuple[type[BaseException], ...]:
+    from sidecar.app import StartupError
+    from sidecar.capture.errors import CaptureError
+    from sidecar.flashduty.errors import FlashdutyError
+
+    return (StartupError, CaptureError, FlashdutyError, OSError, sqlite3.Error)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 500 else text[:499] + "…"
+
+
+def env_secrets(cfg: Config) -> list[str]:
+    """Every secret value of a config, for the log redactor."""
+    out = [cfg.flashduty.integration_key.get_secret_value()]
+    for s in (cfg.flashduty.app_key, cfg.grafana.token, cfg.server.webhook_token):
+        if s is not None:
+            out.append(s.get_secret_value())
+    if cfg.grafana.basic_auth is not None:
+        out.append(cfg.grafana.basic_auth.password.get_secret_value())
+    for ds in cfg.datasources:
+        if ds.bearer_token is not None:
+            out.append(ds.bearer_token.get_secret_value())
+        if ds.basic_auth is not None:
+            out.append(ds.basic_auth.password.get_secret_value())
+    return out
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, str]:
@@ -136,7 +174,7 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sidecar.app import Daemon, env_secrets
+    from sidecar.daemon import Daemon
 
     cfg, path = _load(args)
     setup_logging(level=cfg.log.level, fmt=cfg.log.format, secrets=env_secrets(cfg))
@@ -144,7 +182,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    from sidecar.app import env_secrets
     from sidecar.capture.service import capture_once
     from sidecar.model import PanelCapture
 
@@ -183,7 +220,6 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from sidecar.app import env_secrets
     from sidecar.delivery.alerts_table import format_alerts
     from sidecar.flashduty.client import FlashdutyClient
     from sidecar.metrics import Metrics

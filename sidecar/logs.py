@@ -83,7 +83,13 @@ def setup_logging(
         if getattr(h, _HANDLER_FLAG, False):
             root.removeHandler(h)
     root.addHandler(handler)
+    set_level(level)
+    return redactor
+
+
+def set_level(level: str) -> None:
+    """The root logger's level (``log.level``; applied live by a reload); libraries stay at WARNING."""
+    root = logging.getLogger()
     root.setLevel(level.upper())
     for noisy in ("apscheduler", "aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-    return redactor

@@ -95,4 +95,7 @@ class Metrics:
         )
         # process
         self.config_reloads = Counter(f"{p}config_reloads_total", "Config reloads", ["outcome"], registry=r)
-        self.up = Gauge(f"{p}ready", "1 when the daemon is ready", registry=r)
+        self.up = Gauge(f"{p}ready", "1 when the daemon is ready (the same checks as /readyz)", registry=r)
+        self.background_errors = Counter(
+            f"{p}background_errors_total", "Background jobs that ended with an exception", ["job"], registry=r
+        )

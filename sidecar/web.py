@@ -1,73 +1,30 @@
-"""HTTP surface: ``/healthz``, ``/readyz``, ``/metrics`` and the webhook route.
+"""The HTTP surface on ``server.listen``: probes, metrics and the routes that take alerts in.
 
-* liveness (``/healthz``) is a set of heartbeats: the event loop, the scheduler and the delivery
-  workers each report progress; one that stops reporting for longer than its allowance makes
-  the probe answer 503 so Kubernetes restarts the pod;
-* readiness (``/readyz``) is a set of boolean checks (config loaded, state open, browser up,
-  scheduler running) and never depends on Grafana or Flashduty answering.
+``/healthz`` and ``/readyz`` answer from the ``Health`` model (``health.py``); ``/metrics`` is
+the Prometheus text format of the injected registry; ``POST /webhook/alertmanager`` is served by
+the handler that the webhook receiver's resource installs at start (``app.WEBHOOK``), so the
+route exists before the state it needs is open.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sidecar.health import Health
 from sidecar.metrics import Metrics
+
+__all__ = ["Handler", "add_routes"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@dataclass
-class Health:
-    """Heartbeats (name → last beat, allowance) and readiness checks (name → predicate)."""
-
-    clock: Callable[[], float] = time.monotonic
-    beats: dict[str, tuple[Callable[[], float | None], float]] = field(default_factory=dict)
-    ready_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
-
-    def add_heartbeat(self, name: str, last_beat: Callable[[], float | None], allowance: float) -> None:
-        """``last_beat`` returns the monotonic time of the last beat, or None when not started."""
-        self.beats[name] = (last_beat, allowance)
-
-    def add_ready_check(self, name: str, check: Callable[[], bool]) -> None:
-        self.ready_checks[name] = check
-
-    def liveness(self) -> tuple[bool, dict[str, str]]:
-        now = self.clock()
-        out: dict[str, str] = {}
-        ok = True
-        for name, (beat, allowance) in self.beats.items():
-            last = beat()
-            if last is None:
-                out[name] = "not started"
-                continue
-            age = now - last
-            if age > allowance:
-                ok = False
-                out[name] = f"stalled: no heartbeat for {age:.0f}s (allowed {allowance:.0f}s)"
-            else:
-                out[name] = f"ok ({age:.1f}s ago)"
-        return ok, out
-
-    def readiness(self) -> tuple[bool, dict[str, str]]:
-        out = {}
-        for name, check in self.ready_checks.items():
-            try:
-                good = bool(check())
-            except Exception as e:  # a check must never break the probe
-                good = False
-                out[name] = f"error: {type(e).__name__}"
-                continue
-            out[name] = "ok" if good else "not ready"
-        return all(v == "ok" for v in out.values()), out
-
-
-def make_web_app(*, health: Health, metrics: Metrics, webhook: Handler | None, max_body: int) -> web.Application:
-    app = web.Application(client_max_size=max_body)
+def add_routes(
+    app: web.Application, *, health: Health, metrics: Metrics, webhook: Handler | None = None
+) -> None:
+    """``webhook``: resolves the webhook handler per request (None: no webhook route)."""
 
     async def healthz(_: web.Request) -> web.Response:
         ok, detail = health.liveness()
@@ -91,4 +48,3 @@ def make_web_app(*, health: Health, metrics: Metrics, webhook: Handler | None, m
     app.router.add_get("/metrics", metrics_handler)
     if webhook is not None:
         app.router.add_post("/webhook/alertmanager", webhook)
-    return app

@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from sidecar.config import DeliveryConfig
 from sidecar.model import AlertEvent
 from sidecar.redact import redact as _redact_keys
 
@@ -228,6 +229,10 @@ class Outbox:
             self._create_schema()
 
     @classmethod
+
+    def reconfigure(self, delivery: DeliveryConfig) -> None:
+        """A config reload: ``delivery.max_attempts`` applies to failures from now on."""
+        self.max_attempts = delivery.max_attempts
     def in_dir(cls, state_dir: str | Path, **kwargs: Any) -> Outbox:
         """The daemon's outbox: ``<state_dir>/outbox.sqlite3``."""
         return cls(Path(state_dir) / OUTBOX_FILE, **kwargs)

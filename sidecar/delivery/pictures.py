@@ -54,7 +54,7 @@ class CaptureLike(Protocol):
 
 
 class UploaderLike(Protocol):
-    async def upload(self, data: bytes, *, priority: int, deadline: float | None = None) -> str: ...
+    async def upload(self, data: bytes, *, priority: int, timeout: float | None = None) -> str: ...
 
 
 def _capture_reason(cls: str, detail: str, timeout: float) -> str:
@@ -115,7 +115,7 @@ class PictureSet:
         uploader: UploaderLike,
         priority: int,
         capture_timeout: float,
-        upload_deadline: float | None,
+        upload_deadline: float | None,  # on ``clock``
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._capture = capture
@@ -174,9 +174,8 @@ class PictureSet:
             return
         pic.state = "uploading"
         try:
-            pic.image_key = await self._uploader.upload(
-                result.image, priority=self._priority, deadline=self._upload_deadline
-            )
+            timeout = None if self._upload_deadline is None else self._upload_deadline - self._clock()
+            pic.image_key = await self._uploader.upload(result.image, priority=self._priority, timeout=timeout)
         except FlashdutyError as e:
             pic.state, pic.reason = "failed", _upload_reason(e)
             pic.upload_outcome = "rate_limited" if isinstance(e, FlashdutyRateLimited) else "failed"

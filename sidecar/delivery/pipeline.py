@@ -46,7 +46,8 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.config import Config
@@ -57,7 +58,7 @@ from sidecar.flashduty.errors import FlashdutyError, FlashdutyRateLimited
 from sidecar.flashduty.payload import RESERVED_PREFIXES, ImageRef, build_payload
 from sidecar.metrics import Metrics
 
-__all__ = ["DeliveryPipeline"]
+__all__ = ["DeliveryPipeline", "PipelineSettings"]
 
 log = logging.getLogger("sidecar.delivery")
 
@@ -112,9 +113,24 @@ class _PushSlots:
                 fut.set_result(None)
 
 
-def _reserved_labels(config: Config) -> dict[str, frozenset[str]]:
-    """Per rule, the ``layer_*_reset_*`` labels its author wrote: only those pass (payload.py)."""
-    return {r.name: frozenset(k for k in r.labels if k.startswith(RESERVED_PREFIXES)) for r in config.rules}
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What the pipeline reads of the config; a reload hands it a new one (``reconfigure``)."""
+
+    image_budget: float
+    capture_timeout: float
+    workers: int
+    reserved: Mapping[str, frozenset[str]] = field(default_factory=dict)  # rule → layer_*_reset_* it wrote
+
+    @classmethod
+    def from_config(cls, config: Config) -> PipelineSettings:
+        """Per rule, the ``layer_*_reset_*`` labels its author wrote: only those pass (payload.py)."""
+        return cls(
+            image_budget=config.capture.image_budget,
+            capture_timeout=config.capture.timeout,
+            workers=config.delivery.workers,
+            reserved={r.name: frozenset(k for k in r.labels if k.startswith(RESERVED_PREFIXES)) for r in config.rules},
+        )
 
 
 def _short_key(key: str) -> str:
@@ -131,7 +147,7 @@ class DeliveryPipeline:
         capture: CaptureLike,
         uploader: UploaderLike,
         client: FlashdutyClient,
-        config: Config,
+        settings: PipelineSettings,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -145,12 +161,10 @@ class DeliveryPipeline:
         self._metrics = metrics
         self._clock = clock
         self._wall = wall
-        self._budget = config.capture.image_budget
-        self._capture_timeout = config.capture.timeout
+        self._settings = settings
         self._max_in_flight = max_in_flight
         self._followup_window = followup_window
-        self._slots = _PushSlots(config.delivery.workers)
-        self._reserved = _reserved_labels(config)
+        self._slots = _PushSlots(settings.workers)
         self._wake = asyncio.Event()
         self._hurry = asyncio.Event()
         self._hurry_at = float("inf")
@@ -163,10 +177,11 @@ class DeliveryPipeline:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def reconfigure(self, config: Config) -> None:
-        """A config reload: the rules' reserved labels and ``delivery.workers`` apply from now on."""
-        self._reserved = _reserved_labels(config)
-        self._slots.resize(config.delivery.workers)
+    def reconfigure(self, settings: PipelineSettings) -> None:
+        """A config reload: budget, capture timeout, workers and reserved labels apply to the
+        events claimed from now on (a delivery in flight finishes with what it started with)."""
+        self._settings = settings
+        self._slots.resize(settings.workers)
 
     async def start(self) -> None:
         """Release the claims of a previous run and start dispatching."""
@@ -247,10 +262,18 @@ class DeliveryPipeline:
         self._wake.set()  # its key may have a queued successor
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Background work of a delivery (follow-up, drain): tracked until it ends, its failure
+        logged and counted (``stop`` waits for it, then cancels what is left)."""
         task = asyncio.create_task(coro, name=name)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
         return task
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (e := task.exception()) is not None:
+            self._metrics.background_errors.labels(job=task.get_name().split(" ")[0]).inc()
+            log.error("%s failed: %s", task.get_name(), e, exc_info=e)
 
     def _abandon_older_followup(self, alert_key: str, event_id: int) -> None:
         """A newer state of the key was pushed: the late pictures of an older one are useless,
@@ -302,12 +325,12 @@ class DeliveryPipeline:
         try:
             if pics is not None:
                 await pics.wait(deadline, self._hurry, lambda: self._hurry_at)
-                images, notes = pics.ready(), pics.notes(f"the {self._budget:g}s image budget")
+                images, notes = pics.ready(), pics.notes(f"the {self._settings.image_budget:g}s image budget")
             payload = build_payload(
                 ev,
                 [ImageRef(i.src, i.alt, i.href) for i in images],
                 notes,
-                allowed_reserved=self._reserved.get(ev.rule, ()),
+                allowed_reserved=self._settings.reserved.get(ev.rule, ()),
             )
             # a follow-up only adds pictures: it yields to every fresh alert
             priority = ev.priority + (FOLLOWUP_PRIORITY_OFFSET if item.is_followup else 0)
@@ -318,6 +341,10 @@ class DeliveryPipeline:
             return
         except asyncio.CancelledError:  # stopping: give the claim back, keep what was uploaded
             self._outbox.release(item.id, images=pics.ready() if pics else ())
+            if pics is not None:
+                await pics.aclose()
+            raise
+        except Exception:  # a bug: stop the pictures too (the caller records the failure)
             if pics is not None:
                 await pics.aclose()
             raise
@@ -332,22 +359,24 @@ class DeliveryPipeline:
         push itself. An event already late (a retry, a restart) still gets the reserve for the
         pictures that are quick to get (capture cache, image-key cache).
         """
-        reserve = min(MAX_PUSH_RESERVE, self._budget * PUSH_RESERVE)
+        budget = self._settings.image_budget
+        reserve = min(MAX_PUSH_RESERVE, budget * PUSH_RESERVE)
         queued = max(0.0, self._wall() - item.created_at)
-        return started + max(reserve, self._budget - reserve - queued)
+        return started + max(reserve, budget - reserve - queued)
 
     def _pictures(self, item: OutboxItem, started: float, deadline: float) -> PictureSet:
         ok = item.event.status == "Ok"
         # an Ok's pictures are worth nothing after its push (no follow-up): bound them by its deadline
         window = deadline - started if ok else self._followup_window
+        timeout = self._settings.capture_timeout
         return PictureSet(
             item.event.panels,
             have=item.images,
             capture=self._capture,
             uploader=self._uploader,
             priority=item.event.priority,
-            capture_timeout=min(self._capture_timeout, window) if ok else self._capture_timeout,
-            upload_deadline=time.monotonic() + window - (self._clock() - started),
+            capture_timeout=min(timeout, window) if ok else timeout,
+            upload_deadline=started + window,
             clock=self._clock,
         )
 
@@ -374,7 +403,7 @@ class DeliveryPipeline:
             self._followups[ev.alert_key] = (item.id, task)
             task.add_done_callback(functools.partial(self._forget_followup, ev.alert_key))
         elif pics.pending:
-            self._spawn(self._drain(pics, started + self._budget), f"drain {item.id}")  # bounded anyway
+            self._spawn(self._drain(pics, started + self._settings.image_budget), f"drain {item.id}")  # bounded anyway
 
     def _on_failure(self, item: OutboxItem, e: FlashdutyError, pics: PictureSet | None, started: float) -> None:
         ready = pics.ready() if pics is not None else list(item.images)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sidecar.delivery.outbox import Outbox
@@ -51,6 +51,9 @@ class ReconcileReport:
     kept: int = 0  # ... of a rule in keep_rules
     resolved: int = 0  # Ok events put in the outbox
     conflicts: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
 
     def summary(self) -> str:
         return (

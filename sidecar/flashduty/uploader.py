@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sidecar.config import DeliveryConfig
 from sidecar.metrics import Metrics
 
 from .client import FlashdutyClient
@@ -149,15 +150,17 @@ class ImageUploader:
         """How long an uploaded picture's ``image_key`` is reused (``delivery.image_cache_ttl``)."""
         return self._store.ttl
 
-    @ttl.setter
-    def ttl(self, seconds: float) -> None:
-        self._store.ttl = seconds
+    def reconfigure(self, delivery: DeliveryConfig) -> None:
+        """A config reload: ``delivery.image_cache_ttl`` applies to lookups from now on."""
+        self._store.ttl = delivery.image_cache_ttl
 
-    async def upload(self, data: bytes, *, priority: int, deadline: float | None = None) -> str:
+    async def upload(self, data: bytes, *, priority: int, timeout: float | None = None) -> str:
         """The ``image_key`` of ``data``: remembered, shared with an upload in flight, or uploaded.
 
         A shared upload runs with the ``priority`` and ``deadline`` of the caller that started it;
-        when it gives up at that deadline (rate limited), a caller with a later one tries again."""
+        when it gives up at that deadline (rate limited), a caller with a later one tries again.
+        ``timeout``: seconds from now this caller may wait for the rate limit (None: no bound)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         digest = hashlib.sha256(data).hexdigest()
         while True:
             flight = self._inflight.get(digest)

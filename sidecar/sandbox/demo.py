@@ -104,7 +104,7 @@ async def _wait_for(pred: Any, deadline: float, step: float = 0.25) -> Any:
 
 
 async def run_demo(*, out_dir: str, duration: float, browser_path: str | None = None) -> int:
-    from sidecar.app import Daemon  # heavy imports only when the demo runs
+    from sidecar.daemon import Daemon  # heavy imports only when the demo runs
 
     tl = Timeline()
     out = Path(out_dir)

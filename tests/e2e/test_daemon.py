@@ -17,7 +17,7 @@ import pytest
 from conftest import find_chromium
 from PIL import Image
 
-from sidecar.app import Daemon
+from sidecar.daemon import Daemon
 from sidecar.config import load_config
 from sidecar.sandbox.runner import Sandboxes, start_sandboxes
 

@@ -23,7 +23,7 @@ from PIL import Image
 from sidecar.capture.service import CaptureClass, CaptureResult
 from sidecar.config import Config
 from sidecar.delivery.outbox import Outbox
-from sidecar.delivery.pipeline import DeliveryPipeline
+from sidecar.delivery.pipeline import DeliveryPipeline, PipelineSettings
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics
@@ -188,7 +188,7 @@ class Harness:
             capture=capture,
             uploader=self.uploader,
             client=self.client,
-            config=config,
+            settings=PipelineSettings.from_config(config),
             metrics=self.metrics,
             followup_window=followup_window,
         )

@@ -20,7 +20,7 @@ from pathlib import Path
 from delivery_support import FakeCapture, event, make_config
 
 from sidecar.delivery.outbox import Outbox
-from sidecar.delivery.pipeline import DeliveryPipeline
+from sidecar.delivery.pipeline import DeliveryPipeline, PipelineSettings
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics
@@ -40,7 +40,7 @@ async def run(state_dir: Path, url: str, n: int, enqueue: bool) -> None:
         capture=FakeCapture(delay=0.05),
         uploader=uploader,
         client=client,
-        config=config,
+        settings=PipelineSettings.from_config(config),
         metrics=metrics,
     )
     if enqueue:

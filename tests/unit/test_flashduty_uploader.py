@@ -179,7 +179,7 @@ async def test_a_caller_with_a_later_deadline_outlives_a_shared_upload_that_gave
     sb.add_fault("429", endpoint="upload", count=1, retry_after="1")
     up = ImageUploader(client, db_path=None, ttl=3600, metrics=Metrics())
     try:
-        short = asyncio.ensure_future(up.upload(png(11), priority=0, deadline=time.monotonic() + 0.3))
+        short = asyncio.ensure_future(up.upload(png(11), priority=0, timeout=0.3))
         await asyncio.sleep(0)
         patient = asyncio.ensure_future(up.upload(png(11), priority=1))
         with pytest.raises(FlashdutyRateLimited):

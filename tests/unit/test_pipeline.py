@@ -25,7 +25,7 @@ from PIL import Image
 from sidecar.capture.service import CaptureClass, CaptureResult
 from sidecar.config import Config
 from sidecar.delivery.outbox import Outbox
-from sidecar.delivery.pipeline import DeliveryPipeline, _PushSlots
+from sidecar.delivery.pipeline import DeliveryPipeline, PipelineSettings, _PushSlots
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics
@@ -140,7 +140,12 @@ async def rig(tmp_path: Path, *, budget: float = 0.5, workers: int = 2) -> Async
         outbox = Outbox.in_dir(tmp_path, rng=lambda: 0.05)
         capture = SlowCapture()
         pipeline = DeliveryPipeline(
-            outbox=outbox, capture=capture, uploader=uploader, client=client, config=config, metrics=metrics
+            outbox=outbox,
+            capture=capture,
+            uploader=uploader,
+            client=client,
+            settings=PipelineSettings.from_config(config),
+            metrics=metrics,
         )
         await pipeline.start()
         try:
@@ -265,12 +270,16 @@ async def test_a_reload_applies_the_reserved_labels_a_rule_now_sets(tmp_path: Pa
         assert "layer_person_reset_1" not in r.events(first.alert_key)[0]["labels"]  # no rule wrote it
 
         r.pipeline.reconfigure(
-            Config.model_validate(
-                {
-                    "flashduty": {"api_host": "http://flashduty.test", "integration_key": KEY},
-                    "rules": [{"name": "HighErrorRate", "source": "prometheus", "expr": "errors > 5", "labels": reset}],
-                    "delivery": {"workers": 2},
-                }
+            PipelineSettings.from_config(
+                Config.model_validate(
+                    {
+                        "flashduty": {"api_host": "http://flashduty.test", "integration_key": KEY},
+                        "rules": [
+                            {"name": "HighErrorRate", "source": "prometheus", "expr": "errors > 5", "labels": reset}
+                        ],
+                        "delivery": {"workers": 2},
+                    }
+                )
             )
         )
         second = ev(n=2)
