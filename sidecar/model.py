@@ -17,6 +17,8 @@ EventStatus = Literal["Critical", "Warning", "Info", "Ok"]
 SEVERITIES: tuple[Severity, ...] = ("Critical", "Warning", "Info")
 # lower is more urgent: Ok first (never waits behind pictures), then Critical, Warning, Info
 PRIORITY: dict[str, int] = {"Ok": 0, "Critical": 1, "Warning": 2, "Info": 3}
+RULE_MARKER = "sidecar_rule"
+RESERVED_RULE_NAMES = frozenset({"webhook", "alertmanager"})
 
 
 def alert_key(rule: str, labels: dict[str, str]) -> str:
