@@ -9,6 +9,8 @@ Everything is decided here, when the event is created, so a queued event never c
 * ``range: 1h`` → from now − 1h to now (absolute); ``from`` / ``to`` pass through in Grafana syntax
   (``now-6h``), a missing ``to`` meaning ``now``;
 * ``vars`` are templates expanded with the alert's labels (same engine as titles).
+
+Panels named by annotations come from ``sidecar.rules.annotations`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from pydantic import ValidationError
-
 from sidecar.config import Config, PanelConfig, RuleConfig
 from sidecar.model import PanelCapture
+from sidecar.rules.annotations import panels_from_annotations  # re-exported: engine and webhook take it from here
 from sidecar.rules.templates import TemplateContext, TemplateEngine
 
 __all__ = ["MIN_LOOKBACK", "RESOLVE_MARGIN", "default_window", "panel_captures", "panels_from_annotations"]
@@ -114,21 +115,3 @@ def _one(
         format=p.format or cap.format,
         title=p.title or "",
     )
-
-
-def panels_from_annotations(annotations: Mapping[str, str]) -> list[PanelConfig]:
-    """``grafana_dashboard_uid`` / ``grafana_panel_id`` (or Grafana's ``__dashboardUid__`` /
-    ``__panelId__``) → panels; the panel id may list several, comma-separated. Invalid ids are skipped.
-    """
-    uid = (annotations.get("grafana_dashboard_uid") or annotations.get("__dashboardUid__") or "").strip()
-    if not uid:
-        return []
-    ids = annotations.get("grafana_panel_id") or annotations.get("__panelId__") or ""
-    panel_ids: list[str | None] = [p.strip() for p in ids.split(",") if p.strip()] or [None]
-    out: list[PanelConfig] = []
-    for pid in panel_ids:
-        try:
-            out.append(PanelConfig.model_validate({"dashboard": uid, "panel": pid}))
-        except ValidationError:
-            continue
-    return out

@@ -141,9 +141,52 @@ BROKEN: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
-        "reserved rule name",
-        "rules: [{name: webhook, source: grafana}]\n",
-        ["rules[0].name: 'webhook' is reserved for alerts received on the webhook"],
+        "reserved rule names",
+        "rules: [{name: webhook, source: grafana}, {name: alertmanager, source: grafana}]\n",
+        [
+            "rules[0].name: 'webhook' is reserved for alerts received on the webhook or the Alertmanager API",
+            "rules[1].name: 'alertmanager' is reserved for alerts received on the webhook or the Alertmanager API",
+        ],
+    ),
+    # a user's keys that happen to be named like pydantic's union branches (int, str, none) stay in the path
+    (
+        "label named none",
+        "rules: [{name: x, source: schedule, every: 5s, panels: [{dashboard: a}], labels: {none: 1}}]\n",
+        ["rules[0].labels.none: must be a string (got 1)"],
+    ),
+    (
+        "label named int",
+        "rules: [{name: x, source: schedule, every: 5s, panels: [{dashboard: a}], labels: {int: 1}}]\n",
+        ["rules[0].labels.int: must be a string (got 1)"],
+    ),
+    (
+        "panel var named str",
+        "rules: [{name: x, source: schedule, every: 5s, panels: [{dashboard: a, vars: {str: [1]}}]}]\n",
+        ["rules[0].panels[0].vars.str: must be a string (got [1])"],
+    ),
+    (
+        "label named for_",
+        "rules: [{name: x, source: schedule, every: 5s, panels: [{dashboard: a}], labels: {for_: 1, float: 2}}]\n",
+        ["rules[0].labels.for_: must be a string (got 1)", "rules[0].labels.float: must be a string (got 2)"],
+    ),
+    # union-typed fields: pydantic's branch tags (int, str) never show
+    (
+        "panel: true",
+        "webhook: {panels: [{dashboard: a, panel: true}]}\n",
+        ["webhook.panels[0].panel: must be a panel id (4) or a Scenes key (panel-4)"],
+    ),
+    (
+        "panel: [1]",
+        "rules: [{name: x, source: schedule, every: 5s, panels: [{dashboard: a, panel: [1]}]}]\n",
+        [
+            "rules[0].panels[0].panel: must be an integer (got [1])",
+            "rules[0].panels[0].panel: must be a string (got [1])",
+        ],
+    ),
+    (
+        "field given by its python name",
+        "rules: [{name: x, source: prometheus, expr: up, for_: soon}]\n",
+        ["rules[0].for: must be a duration such as 250ms, 30s, 5m, 1h, 1d (got 'soon')"],
     ),
     (
         "several problems at once",
@@ -280,4 +323,36 @@ def test_rule_files_become_rules(tmp_path: Path) -> None:
 def test_rule_files_no_match(tmp_path: Path) -> None:
     assert problems(f"rule_files: ['{tmp_path}/none/*.yml']\n") == [
         f"rule_files[0].path: no file matches '{tmp_path}/none/*.yml'"
+    ]
+
+
+def test_rule_files_panels_grafana_fallbacks_and_bad_ids(tmp_path: Path) -> None:
+    (tmp_path / "alerts.yml").write_text(
+        textwrap.dedent(
+            """
+            groups:
+              - name: g
+                rules:
+                  - alert: Whole
+                    expr: up == 0
+                    annotations: {__dashboardUid__: nodes}
+                  - alert: Two
+                    expr: up == 0
+                    annotations: {__dashboardUid__: nodes, __panelId__: "2, panel-5"}
+            """
+        )
+    )
+    cfg = parse_config(BASE + "rule_files: [alerts.yml]\n", env=ENV, base=tmp_path)
+    assert [[(p.dashboard, p.panel_key) for p in r.panels] for r in cfg.rules] == [
+        [("nodes", None)],
+        [("nodes", "2"), ("nodes", "panel-5")],
+    ]
+    (tmp_path / "alerts.yml").write_text(
+        "groups: [{name: g, rules: [{alert: A, expr: up, annotations: {grafana_dashboard_uid: d, grafana_panel_id: 'bad id!'}}]}]\n"
+    )
+    with pytest.raises(ConfigError) as exc:
+        parse_config(BASE + "rule_files: [alerts.yml]\n", env=ENV, base=tmp_path)
+    assert exc.value.problems == [
+        "rule_files[0]: alerts.yml groups[0].rules[0]: grafana_panel_id: "
+        "must be a panel id (4) or a Scenes key (panel-4), got 'bad id!'"
     ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from sidecar.config import Config, PanelConfig
 from sidecar.rules.window import default_window, panel_captures, panels_from_annotations
 
@@ -89,3 +91,5 @@ def test_panels_from_annotations() -> None:
     assert [p.panel_key for p in panels_from_annotations({"grafana_dashboard_uid": "abc"})] == [None]
     assert panels_from_annotations({"grafana_panel_id": "4"}) == []
     assert panels_from_annotations({"grafana_dashboard_uid": "abc", "grafana_panel_id": "bad id!"}) == []
+    with pytest.raises(ValueError, match=r"^__panelId__: must be a panel id .*got 'bad id!'$"):
+        panels_from_annotations({"__dashboardUid__": "g", "__panelId__": "2,bad id!"}, strict=True)
