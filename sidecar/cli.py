@@ -24,7 +24,15 @@ from typing import Any
 
 import yaml
 
-from sidecar.config import Config, ConfigError, load_config, parse_duration, redacted_dict, resolve_config_path
+from sidecar.config import (
+    Config,
+    ConfigError,
+    load_config,
+    parse_duration,
+    redacted_dict,
+    resolve_config_path,
+    secret_values,
+)
 from sidecar.logs import setup_logging
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
@@ -127,22 +135,6 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 500 else text[:499] + "…"
 
 
-def env_secrets(cfg: Config) -> list[str]:
-    """Every secret value of a config, for the log redactor."""
-    out = [cfg.flashduty.integration_key.get_secret_value()]
-    for s in (cfg.flashduty.app_key, cfg.grafana.token, cfg.server.webhook_token):
-        if s is not None:
-            out.append(s.get_secret_value())
-    if cfg.grafana.basic_auth is not None:
-        out.append(cfg.grafana.basic_auth.password.get_secret_value())
-    for ds in cfg.datasources:
-        if ds.bearer_token is not None:
-            out.append(ds.bearer_token.get_secret_value())
-        if ds.basic_auth is not None:
-            out.append(ds.basic_auth.password.get_secret_value())
-    return out
-
-
 def _load(args: argparse.Namespace) -> tuple[Config, str]:
     path = resolve_config_path(args.config)
     return load_config(path), path
@@ -177,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sidecar.daemon import Daemon
 
     cfg, path = _load(args)
-    setup_logging(level=cfg.log.level, fmt=cfg.log.format, secrets=env_secrets(cfg))
+    setup_logging(level=cfg.log.level, fmt=cfg.log.format, secrets=secret_values(cfg))
     return asyncio.run(Daemon(cfg, config_path=path).run())
 
 
@@ -186,7 +178,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     from sidecar.model import PanelCapture
 
     cfg, _ = _load(args)
-    setup_logging(level="warning", fmt="text", secrets=env_secrets(cfg), stream=sys.stderr)
+    setup_logging(level="warning", fmt="text", secrets=secret_values(cfg), stream=sys.stderr)
     vars_: list[tuple[str, str]] = []
     for item in args.var:
         k, sep, v = item.partition("=")
@@ -225,7 +217,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     from sidecar.metrics import Metrics
 
     cfg, _ = _load(args)
-    setup_logging(level="warning", fmt="text", secrets=env_secrets(cfg), stream=sys.stderr)
+    setup_logging(level="warning", fmt="text", secrets=secret_values(cfg), stream=sys.stderr)
     if cfg.flashduty.app_key is None:
         raise ConfigError(["flashduty.app_key: required for `alerts` (set FLASHDUTY_APP_KEY)"])
     try:

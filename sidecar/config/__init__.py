@@ -17,14 +17,14 @@ Modules, one job each:
 * ``env``: ``${VAR}`` interpolation and the secret paths;
 * ``messages``: ``ConfigError``, pydantic errors → ``path: message`` lines;
 * ``checks``: checks across fields and sections;
-* ``dump``: ``redacted_dict`` (``print-config``);
+* ``dump``: ``redacted_dict`` (``print-config``), ``secret_values`` (the log redactor);
 * ``load``: ``load_config`` / ``parse_config`` / ``resolve_config_path``, the stages in order
   (Prometheus rule files are read by ``sidecar.rules.files``).
 """
 
 from __future__ import annotations
 
-from sidecar.config.dump import redacted_dict
+from sidecar.config.dump import redacted_dict, secret_values
 from sidecar.config.load import CONFIG_ENV, DEFAULT_CONFIG_PATH, load_config, parse_config, resolve_config_path
 from sidecar.config.messages import ConfigError, format_path
 from sidecar.config.rule_schema import (
@@ -88,5 +88,6 @@ __all__ = [
     "parse_config",
     "parse_duration",
     "redacted_dict",
+    "secret_values",
     "resolve_config_path",
 ]

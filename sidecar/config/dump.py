@@ -9,10 +9,9 @@ from pydantic import BaseModel, SecretStr
 
 from sidecar.config.schema import Config
 from sidecar.config.values import format_duration, is_duration_field
+from sidecar.redact import REDACTED
 
-__all__ = ["REDACTED", "redacted_dict"]
-
-REDACTED = "<redacted>"
+__all__ = ["redacted_dict", "secret_values"]
 
 
 def redacted_dict(cfg: Config) -> dict[str, Any]:
@@ -40,3 +39,24 @@ def _walk(node: Any) -> Any:
     if isinstance(node, dict):
         return {k: _walk(v) for k, v in node.items()}
     return node
+
+
+def secret_values(cfg: Config) -> list[str]:
+    """Every secret the config holds (each ``SecretStr``), for the log redactor."""
+    out: list[str] = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, SecretStr):
+            out.append(node.get_secret_value())
+        elif isinstance(node, BaseModel):
+            for name in type(node).model_fields:
+                collect(getattr(node, name))
+        elif isinstance(node, list | tuple):
+            for v in node:
+                collect(v)
+        elif isinstance(node, dict):
+            for v in node.values():
+                collect(v)
+
+    collect(cfg)
+    return out
