@@ -45,7 +45,7 @@ from bench.common import find_chromium, find_prometheus, free_port, quantile, se
 from sidecar.app import Daemon
 from sidecar.config import load_config
 from sidecar.model import AlertEvent
-from sidecar.sandbox.runner import start_sandboxes
+from sidecar_sandbox.runner import start_sandboxes
 
 PERIOD_S = 1.0  # scrape interval and rule interval
 FULL = {"cycles": 10}
