@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from bench.common import ROOT, find_chromium, find_headless_shell, quantile, serve, summary
-from sidecar.sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
+from sidecar_sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
 
 WORKER = Path(__file__).with_name("capture_worker.py")
 QUERY_DELAY = 0.3

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sidecar.sandbox.demo import find_browser
+from sidecar_sandbox.demo import find_browser
 
 ROOT = Path(__file__).resolve().parent.parent
 

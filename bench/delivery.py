@@ -52,7 +52,7 @@ from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, PanelCapture, alert_key
-from sidecar.sandbox.flashduty import FlashdutySandbox
+from sidecar_sandbox.flashduty import FlashdutySandbox
 
 KEY = "bench-integration-key"
 APP_KEY = "bench-app-key"

@@ -46,7 +46,7 @@ from sidecar.app import Options
 from sidecar.daemon import Daemon
 from sidecar.config import load_config
 from sidecar.model import AlertEvent
-from sidecar.sandbox.runner import start_sandboxes
+from sidecar_sandbox.runner import start_sandboxes
 
 PERIOD_S = 1.0  # scrape interval and rule interval
 FULL = {"cycles": 10}

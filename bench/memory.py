@@ -36,7 +36,7 @@ from typing import Any
 from bench.capture import QUERY_DELAY, Variant, _run_worker
 from bench.common import find_chromium, serve
 from sidecar.config import CaptureConfig
-from sidecar.sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
+from sidecar_sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
 
 CONCURRENCY = 2
 PERIOD = CONCURRENCY * int(CaptureConfig.model_fields["context_reuse"].default)  # captures per pool turnover

@@ -42,7 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.common import find_chromium, free_port
 from sidecar.capture.browser import POOL_IDLE_S
 from sidecar.capture.proc import read_kb
-from sidecar.sandbox.runner import start_sandboxes
+from sidecar_sandbox.runner import start_sandboxes
 
 FULL = {"load_s": 60.0, "idle_s": 15.0}
 QUICK = {"load_s": 12.0, "idle_s": 3.0}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import sqlite3
@@ -265,8 +266,32 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         outbox.close()
 
 
+# The emulators and the demo live in sidecar_sandbox, a package of the source tree that the
+# container image does not carry: these two subcommands import it lazily, and nothing else in
+# sidecar imports it at all (tests/unit/test_deploy.py checks both).
+NO_SANDBOX = (
+    "{command} needs the sidecar_sandbox package: it is installed with the project from source "
+    "(pip install -e .), not in the container image"
+)
+
+
+def _have_sandbox(command: str) -> bool:
+    """False, after printing the one line, when sidecar_sandbox itself is not installed; an
+    import error inside an installed sidecar_sandbox propagates (a bug, not a missing package)."""
+    try:
+        importlib.import_module("sidecar_sandbox")
+    except ModuleNotFoundError as e:
+        if e.name != "sidecar_sandbox":
+            raise
+        print(NO_SANDBOX.format(command=command), file=sys.stderr)
+        return False
+    return True
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sidecar.sandbox.demo import run_demo
+    if not _have_sandbox("demo"):
+        return EXIT_CONFIG
+    from sidecar_sandbox.demo import run_demo
 
     try:
         duration = parse_duration(args.duration)
@@ -277,7 +302,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from sidecar.sandbox.runner import serve_forever
+    if not _have_sandbox("sandbox"):
+        return EXIT_CONFIG
+    from sidecar_sandbox.runner import serve_forever
 
     setup_logging(level="info", fmt="text")
     return asyncio.run(

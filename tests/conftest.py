@@ -1,4 +1,4 @@
-"""Shared test settings.
+"""Shared test settings: fixtures and session hooks only (helpers are in tests/support/).
 
 With ``SIDECAR_STRICT_DEPS=1`` (set by ``.ci/run``) a missing Chromium, Prometheus or
 Alertmanager is an error instead of a skip, so CI can never pass by skipping the real-part tests.
@@ -6,32 +6,12 @@ Alertmanager is an error instead of a skip, so CI can never pass by skipping the
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import time
-from collections.abc import Callable
 
 import pytest
 
-from sidecar.sandbox.demo import find_browser
-
-
-def find_chromium() -> str | None:
-    """$SIDECAR_CHROMIUM, else a Chromium on PATH (the demo's own detection)."""
-    return find_browser(None) or None
-
-
-async def eventually(condition: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    """Poll ``condition`` every 10 ms until it holds; fail with ``what`` after ``timeout`` s.
-
-    For state that settles in the background (a client acting on an answer the server has
-    already recorded, a context closing after a capture): never a fixed sleep."""
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        await asyncio.sleep(0.01)
+from tests.support.browsers import find_chromium
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

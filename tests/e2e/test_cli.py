@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import eventually, find_chromium
 
-from sidecar.sandbox.runner import Sandboxes, start_sandboxes
+from sidecar_sandbox.runner import Sandboxes, start_sandboxes
+from tests.support.browsers import find_chromium
+from tests.support.wait import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import find_chromium
 from PIL import Image
 
 from sidecar.delivery.outbox import Outbox
 from sidecar.model import AlertEvent, alert_key
-from sidecar.sandbox.runner import Sandboxes, start_sandboxes
+from sidecar_sandbox.runner import Sandboxes, start_sandboxes
+from tests.support.browsers import find_chromium
 
 CONFIG = """
 flashduty:

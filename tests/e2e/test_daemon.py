@@ -14,12 +14,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import find_chromium
 from PIL import Image
 
 from sidecar.daemon import Daemon
 from sidecar.config import load_config
-from sidecar.sandbox.runner import Sandboxes, start_sandboxes
+from sidecar_sandbox.runner import Sandboxes, start_sandboxes
+from tests.support.browsers import find_chromium
 
 CHROMIUM = find_chromium()
 pytestmark = [

@@ -18,13 +18,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from procs import ALERTMANAGER, alertmanager, have
 
 from sidecar.config import Config
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, alert_key
 from sidecar.ingest.webhook import make_webhook_handler
 from sidecar.rules.state import RuleState
+from tests.support.procs import ALERTMANAGER, alertmanager, have
 
 pytestmark = [
     pytest.mark.alertmanager,

@@ -20,7 +20,6 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from conftest import eventually, find_chromium
 from PIL import Image, ImageChops
 from pydantic import SecretStr
 
@@ -31,7 +30,9 @@ from sidecar.capture.service import CaptureService, capture_once
 from sidecar.config import BasicAuth, CaptureConfig, GrafanaConfig, parse_config
 from sidecar.metrics import Metrics
 from sidecar.model import PanelCapture
-from sidecar.sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
+from sidecar_sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
+from tests.support.browsers import find_chromium
+from tests.support.wait import eventually
 
 CHROMIUM = find_chromium()
 GREEN = (0x73, 0xBF, 0x69)  # sandbox series colour

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from delivery_support import FakeCapture, Harness, event, harness, png, sandbox_key
 
 from sidecar.capture.service import CaptureClass
+from tests.support.delivery import FakeCapture, Harness, event, harness, png, sandbox_key
 
 SLACK = 1.0  # scheduling + HTTP slack on top of the image budget (CI boxes are busy)
 

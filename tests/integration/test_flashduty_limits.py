@@ -16,7 +16,7 @@ import pytest
 from sidecar.config import FlashdutyConfig
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.metrics import Metrics
-from sidecar.sandbox.flashduty import FlashdutySandbox
+from sidecar_sandbox.flashduty import FlashdutySandbox
 
 KEY = "fd-int-5ecret-limits-0123456789"
 SCALE = 20.0

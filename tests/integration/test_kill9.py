@@ -1,10 +1,11 @@
 """At-least-once across ``kill -9``: a daemon killed in the middle of a burst loses nothing.
 
-``outbox_daemon.py`` (a subprocess) enqueues N alert events and delivers them to the Flashduty
-sandbox running in this test process (time_scale=10 on both sides); it is SIGKILLed once some,
-but not all, alerts have reached the sandbox, while other events are claimed (leased) and in
-flight. Restarted on the same state_dir without enqueuing anything, it must release those
-leases and deliver every remaining event: every alert_key reaches the sandbox at least once.
+``tests/support/outbox_daemon.py`` (a subprocess) enqueues N alert events and delivers them to
+the Flashduty sandbox running in this test process (time_scale=10 on both sides); it is
+SIGKILLed once some, but not all, alerts have reached the sandbox, while other events are
+claimed (leased) and in flight. Restarted on the same state_dir without enqueuing anything, it
+must release those leases and deliver every remaining event: every alert_key reaches the
+sandbox at least once.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import signal
 import sys
 from pathlib import Path
 
-from conftest import eventually
-from delivery_support import APP_KEY, KEY, event
-
 from sidecar.delivery.outbox import Outbox
-from sidecar.sandbox.flashduty import FlashdutySandbox
+from sidecar_sandbox.flashduty import FlashdutySandbox
+from tests.support.delivery import APP_KEY, KEY, event
+from tests.support.wait import eventually
 
-DAEMON = Path(__file__).with_name("outbox_daemon.py")
+ROOT = Path(__file__).resolve().parents[2]
+DAEMON = "tests.support.outbox_daemon"  # run as a module from ROOT: it imports tests.support.delivery
 N = 40
 RULE = "Kill9"
 
@@ -28,7 +29,7 @@ RULE = "Kill9"
 async def spawn(state_dir: Path, url: str, log: Path, *extra: str) -> asyncio.subprocess.Process:
     with log.open("wb") as out:
         return await asyncio.create_subprocess_exec(
-            sys.executable, str(DAEMON), str(state_dir), url, str(N), *extra, stdout=out, stderr=out
+            sys.executable, "-m", DAEMON, str(state_dir), url, str(N), *extra, stdout=out, stderr=out, cwd=ROOT
         )
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from procs import PROMETHEUS, have, prometheus
 
 from sidecar.config import Config
 from sidecar.metrics import Metrics
@@ -24,6 +23,7 @@ from sidecar.model import AlertEvent
 from sidecar.rules.scheduler import RuleScheduler
 from sidecar.rules.sources.prometheus import PrometheusSource
 from sidecar.rules.state import RuleState
+from tests.support.procs import PROMETHEUS, have, prometheus
 
 pytestmark = [
     pytest.mark.prometheus,

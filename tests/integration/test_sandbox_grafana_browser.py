@@ -13,12 +13,12 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from conftest import find_chromium
 from PIL import Image
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from sidecar.sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
+from sidecar_sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
+from tests.support.browsers import find_chromium
 
 CHROMIUM = find_chromium()
 FLAGS = [

@@ -10,11 +10,15 @@
 * the ConfigMap's config passes ``check-config`` (the real CLI, in a subprocess);
 * static checks of the Dockerfile (tini, numeric USER, HEALTHCHECK through the CLI, no
   ``playwright install``) — no Docker engine needed;
+* the image carries no emulators: the Dockerfile never copies ``sidecar_sandbox``, nothing in
+  ``sidecar/`` imports it except the lazy imports of the ``demo`` and ``sandbox`` subcommands,
+  which exit 2 with one line without it;
 * docs/operations.md lists every metric the daemon exports, with its labels.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import json
 import re
@@ -31,7 +35,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from sidecar.cli import build_parser
+from sidecar.cli import build_parser, main
 from sidecar.config import Config, ServerConfig, parse_config
 from sidecar.metrics import Metrics
 
@@ -237,6 +241,108 @@ def test_dockerfile_copies_only_what_exists_and_the_context_is_an_allow_list() -
             assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
     ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert ignore[ignore.index("*") :][:4] == ["*", "!pyproject.toml", "!README.md", "!sidecar/"]
+
+
+# --------------------------------------------------------------------------- the image carries no emulators
+
+SANDBOX = "sidecar_sandbox"
+# where sidecar may import sidecar_sandbox: (file under sidecar/, enclosing function)
+LAZY_SANDBOX_IMPORTS = {("cli.py", "_have_sandbox"), ("cli.py", "cmd_demo"), ("cli.py", "cmd_sandbox")}
+NO_SANDBOX_LINE = (
+    "{command} needs the sidecar_sandbox package: it is installed with the project from source "
+    "(pip install -e .), not in the container image"
+)
+
+
+def test_dockerfile_never_copies_sidecar_sandbox_so_the_image_holds_the_sidecar_package_alone() -> None:
+    packages: set[str] = set()
+    for args in instruction("COPY") + instruction("ADD"):
+        if args.startswith("--from="):
+            continue
+        tokens = [a for a in args.split() if not a.startswith("--")]  # sources… destination
+        for src in tokens[:-1]:
+            assert SANDBOX not in src, f"the Dockerfile copies {src}"
+            path = (ROOT / src).resolve()
+            assert path != ROOT, f"COPY {src} would bring sidecar_sandbox (and tests/) into the image"
+            if (path / "__init__.py").is_file():
+                packages.add(path.name)
+    assert packages == {"sidecar"}, "setuptools in the build stage must find the sidecar package only"
+    ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert not [line for line in ignore if line.startswith("!") and SANDBOX in line]
+    # and the build stage proves it: sidecar_sandbox does not import from the venv
+    assert '! /opt/venv/bin/python -c "import sidecar_sandbox"' in " ".join(instruction("RUN"))
+
+
+def _sandbox_imports(path: Path) -> list[tuple[int, str | None]]:
+    """(line, enclosing function or None at module level) of each import of sidecar_sandbox in
+    ``path``: import statements and importlib.import_module / __import__ with a literal name."""
+
+    def is_sandbox(name: str | None) -> bool:
+        return name is not None and (name == SANDBOX or name.startswith(SANDBOX + "."))
+
+    found: list[tuple[int, str | None]] = []
+
+    def visit(node: ast.AST, function: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            names: list[str | None] = []
+            if isinstance(child, ast.Import):
+                names = [a.name for a in child.names]
+            elif isinstance(child, ast.ImportFrom) and child.level == 0:
+                names = [child.module]
+            elif isinstance(child, ast.Call) and child.args and isinstance(child.args[0], ast.Constant):
+                callee = child.func.attr if isinstance(child.func, ast.Attribute) else getattr(child.func, "id", "")
+                if callee in ("import_module", "__import__") and isinstance(child.args[0].value, str):
+                    names = [child.args[0].value]
+            if any(is_sandbox(n) for n in names):
+                found.append((child.lineno, function))
+            inner = child.name if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) else function
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text(encoding="utf-8"), str(path)), None)
+    return found
+
+
+def test_the_sidecar_package_imports_sidecar_sandbox_only_lazily_in_the_demo_and_sandbox_subcommands() -> None:
+    product = ROOT / "sidecar"
+    found = {
+        (path.relative_to(product).as_posix(), line, function)
+        for path in sorted(product.rglob("*.py"))
+        for line, function in _sandbox_imports(path)
+    }
+    stray = sorted(
+        f"sidecar/{rel}:{line} (in {function or 'the module'})"
+        for rel, line, function in found
+        if (rel, function) not in LAZY_SANDBOX_IMPORTS
+    )
+    assert not stray, "the production image has no sidecar_sandbox: " + ", ".join(stray)
+    # the lazy imports are there, so the check above looks at the right thing
+    assert {(rel, function) for rel, _, function in found} == LAZY_SANDBOX_IMPORTS
+
+
+def test_every_sidecar_module_imports_without_sidecar_sandbox() -> None:
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "sys.modules['sidecar_sandbox'] = None  # as in the image: an import of it fails\n"
+        "import sidecar\n"
+        "for m in pkgutil.walk_packages(sidecar.__path__, 'sidecar.'):\n"
+        "    if m.name != 'sidecar.__main__':\n"
+        "        importlib.import_module(m.name)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("command", ["demo", "sandbox"])
+def test_demo_and_sandbox_without_sidecar_sandbox_exit_2_with_one_line(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, SANDBOX, None)  # what an import of a missing package does
+    assert main([command]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == NO_SANDBOX_LINE.format(command=command) + "\n"
 
 
 # --------------------------------------------------------------------------- schemas

@@ -14,7 +14,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import eventually
 
 from sidecar.config import FlashdutyConfig, RateLimit
 from sidecar.flashduty.client import FlashdutyClient
@@ -28,7 +27,8 @@ from sidecar.flashduty.errors import (
 from sidecar.flashduty.payload import ImageRef, build_payload
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, alert_key
-from sidecar.sandbox.flashduty import FlashdutySandbox
+from sidecar_sandbox.flashduty import FlashdutySandbox
+from tests.support.wait import eventually
 
 KEY = "fd-int-5ecret-c1ient-0123456789"
 APP_KEY = "fd-app-5ecret-c1ient-abcdef"

@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import eventually
 
 from sidecar.config import FlashdutyConfig
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.errors import FlashdutyError, FlashdutyRateLimited
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics
-from sidecar.sandbox.flashduty import FlashdutySandbox
+from sidecar_sandbox.flashduty import FlashdutySandbox
+from tests.support.wait import eventually
 
 KEY = "fd-int-5ecret-up1oader-0123456789"
 OTHER_KEY = "fd-int-5ecret-up1oader-other-account"

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import eventually
 from PIL import Image
 
 from sidecar.capture.service import CaptureClass, CaptureResult
@@ -30,7 +29,8 @@ from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, EventStatus, PanelCapture, alert_key
-from sidecar.sandbox.flashduty import FlashdutySandbox
+from sidecar_sandbox.flashduty import FlashdutySandbox
+from tests.support.wait import eventually
 
 KEY = "fd-int-pipeline-5ecret-0123456789"
 SLACK = 1.0  # seconds of scheduling/HTTP slack allowed on top of the image budget (CI boxes are busy)

@@ -21,7 +21,7 @@ from sidecar.flashduty.errors import FlashdutyAuthError
 from sidecar.flashduty.payload import build_payload
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, EventStatus, alert_key
-from sidecar.sandbox.flashduty import FlashdutySandbox
+from sidecar_sandbox.flashduty import FlashdutySandbox
 
 KEY = "fd-int-reconcile-5ecret-0123456789"
 APP_KEY = "fd-app-reconcile-5ecret-abcdef"

@@ -18,7 +18,7 @@ from sidecar.model import AlertEvent
 from sidecar.rules.engine import Instance
 from sidecar.rules.scheduler import RuleScheduler, slot_offset
 from sidecar.rules.state import RuleState
-from sidecar.sandbox.prometheus import PrometheusSandbox
+from sidecar_sandbox.prometheus import PrometheusSandbox
 
 T0 = 1_700_000_000.0
 EXPR = 'sandbox_demo_errors{service="checkout"} > 1'

@@ -24,8 +24,8 @@ from sidecar.rules.sources.grafana import GrafanaRulesSource, parse_rules_respon
 from sidecar.rules.sources.prometheus import PrometheusSource, parse_query_response
 from sidecar.rules.sources.schedule import ScheduleEvaluator
 from sidecar.rules.templates import TemplateEngine
-from sidecar.sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
-from sidecar.sandbox.prometheus import PrometheusSandbox
+from sidecar_sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
+from sidecar_sandbox.prometheus import PrometheusSandbox
 
 T0 = 1_700_000_000.0
 SEEN = web.AppKey("seen", list)

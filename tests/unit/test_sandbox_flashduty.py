@@ -1,4 +1,4 @@
-"""The Flashduty sandbox, exercised over real loopback HTTP (sidecar/sandbox/flashduty.py).
+"""The Flashduty sandbox, exercised over real loopback HTTP (sidecar_sandbox/flashduty.py).
 
 The limiter runs on an injected fake clock and alert times on a fake wall clock, so the rate
 limit and merge tests are deterministic and never sleep.
@@ -19,11 +19,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import eventually
 from PIL import Image
 
-from sidecar.sandbox.flashduty import FlashdutySandbox
-from sidecar.sandbox.flashduty_images import MAX_IMAGE_BYTES
+from sidecar_sandbox.flashduty import FlashdutySandbox
+from sidecar_sandbox.flashduty_images import MAX_IMAGE_BYTES
+from tests.support.wait import eventually
 
 INTEGRATION_KEY = "it-key-one"
 OTHER_KEY = "it-key-two"

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from aiohttp import test_utils, web
 
-from sidecar.sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
-from sidecar.sandbox.prometheus import PrometheusSandbox, format_value
+from sidecar_sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
+from sidecar_sandbox.prometheus import PrometheusSandbox, format_value
 
 BEARER = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
 RULES = "/api/prometheus/grafana/api/v1/rules"

@@ -50,8 +50,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from sidecar.sandbox.grafana_model import Dashboard, Panel, builtin_dashboards, panel_result, parse_time
-from sidecar.sandbox.grafana_rules import BUILTIN_RULES, RuleBook
+from sidecar_sandbox.grafana_model import Dashboard, Panel, builtin_dashboards, panel_result, parse_time
+from sidecar_sandbox.grafana_rules import BUILTIN_RULES, RuleBook
 
 DEFAULT_TOKEN = "sandbox-grafana-token"
 VERSION = "11.3.0-sandbox"
@@ -323,7 +323,7 @@ def _str_dict(raw: Any) -> dict[str, str]:
 
 
 def _asset(name: str) -> str:
-    return resources.files("sidecar.sandbox").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("sidecar_sandbox").joinpath(name).read_text(encoding="utf-8")
 
 
 def _html_escape(text: str) -> str:

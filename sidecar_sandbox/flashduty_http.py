@@ -19,7 +19,7 @@ from aiohttp.typedefs import Handler
 
 REQUEST_ID_HEADER = "Flashcat-Request-Id"
 
-log = logging.getLogger("sidecar.sandbox.flashduty")
+log = logging.getLogger("sidecar_sandbox.flashduty")
 
 
 class ApiError(Exception):

@@ -25,7 +25,7 @@ from typing import Any
 
 from sidecar.config import parse_config
 from sidecar.logs import setup_logging
-from sidecar.sandbox.runner import Sandboxes, start_sandboxes
+from sidecar_sandbox.runner import Sandboxes, start_sandboxes
 
 RULE = "CheckoutErrors"
 HIGH, LOW = 12.0, 0.0
@@ -121,7 +121,7 @@ async def run_demo(*, out_dir: str, duration: float, browser_path: str | None = 
     )
     browser = find_browser(browser_path)
     env = {**boxes.env(), "DEMO_STATE_DIR": state_dir, "DEMO_BROWSER_PATH": browser}
-    text = resources.files("sidecar.sandbox").joinpath("demo.yaml").read_text(encoding="utf-8")
+    text = resources.files("sidecar_sandbox").joinpath("demo.yaml").read_text(encoding="utf-8")
     cfg = parse_config(text, env=env)
     daemon = Daemon(cfg)
     ok = False

@@ -1,6 +1,7 @@
-"""Subject of ``test_kill9.py``: a minimal daemon around the real outbox and pipeline.
+"""Subject of ``tests/integration/test_kill9.py``: a minimal daemon around the real outbox and
+pipeline. Run from the repository root (it imports ``tests.support.delivery``):
 
-    python outbox_daemon.py STATE_DIR SANDBOX_URL N [--enqueue]
+    python -m tests.support.outbox_daemon STATE_DIR SANDBOX_URL N [--enqueue]
 
 With ``--enqueue`` it first puts N events (rule ``Kill9``, one picture each) in the outbox on
 STATE_DIR, like the engine would. Then, enqueuing or not, it reports how many claims the
@@ -17,13 +18,12 @@ import logging
 import sys
 from pathlib import Path
 
-from delivery_support import FakeCapture, event, make_config
-
 from sidecar.delivery.outbox import Outbox
 from sidecar.delivery.pipeline import DeliveryPipeline, PipelineSettings
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics
+from tests.support.delivery import FakeCapture, event, make_config
 
 TIME_SCALE = 10
 RULE = "Kill9"

@@ -16,11 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
-from sidecar.sandbox.flashduty import FlashdutySandbox
-from sidecar.sandbox.grafana import GrafanaSandbox
-from sidecar.sandbox.prometheus import PrometheusSandbox
+from sidecar_sandbox.flashduty import FlashdutySandbox
+from sidecar_sandbox.grafana import GrafanaSandbox
+from sidecar_sandbox.prometheus import PrometheusSandbox
 
-log = logging.getLogger("sidecar.sandbox")
+log = logging.getLogger("sidecar_sandbox")
 
 INTEGRATION_KEY = "sandbox-integration-key"
 APP_KEY = "sandbox-app-key"

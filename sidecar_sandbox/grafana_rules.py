@@ -18,7 +18,7 @@ from typing import Any
 
 from multidict import MultiMapping
 
-from sidecar.sandbox.grafana_model import FOLDER_TITLE, FOLDER_UID
+from sidecar_sandbox.grafana_model import FOLDER_TITLE, FOLDER_UID
 
 _STATE_ALIASES = {
     "firing": "firing",

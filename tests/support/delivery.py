@@ -1,4 +1,5 @@
-"""Shared pieces of the delivery tests (and of ``outbox_daemon.py``, the kill -9 subject).
+"""Shared pieces of the delivery tests (and of ``outbox_daemon.py``, the kill -9 subject, which
+imports this module outside pytest: nothing here needs pytest).
 
 Flashduty is always the real sandbox on a loopback port, spoken to by the real
 ``FlashdutyClient`` and ``ImageUploader``; only the capture service (a collaborator that needs
@@ -28,7 +29,8 @@ from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, EventStatus, PanelCapture, alert_key
-from sidecar.sandbox.flashduty import FlashdutySandbox
+from sidecar_sandbox.flashduty import FlashdutySandbox
+from tests.support.wait import eventually
 
 KEY = "fd-int-delivery-5ecret-0123456789"
 APP_KEY = "fd-app-delivery-5ecret-abcdef"
@@ -223,8 +225,6 @@ class Harness:
         return self.metrics.registry.get_sample_value(f"flashduty_sidecar_{name}", labels) or 0.0
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:
-        from conftest import eventually  # here: outbox_daemon.py imports this module outside pytest
-
         await eventually(predicate, what, timeout)
 
     async def drained(self, timeout: float = 10.0) -> None:

@@ -1,5 +1,5 @@
 /*
- * Sandbox Grafana page (see sidecar/sandbox/grafana.py). Emulates what a capture sees of
+ * Sandbox Grafana page (see sidecar_sandbox/grafana.py). Emulates what a capture sees of
  * Grafana >= 11: panels built by script, data fetched with POST /api/ds/query, a loading
  * spinner until the data arrives, then a real SVG time series chart.
  *

@@ -61,7 +61,7 @@ from .flashduty_query import parse_query, run_query
 
 __all__ = ["Fault", "FlashdutySandbox", "RedactingAccessLogger"]
 
-log = logging.getLogger("sidecar.sandbox.flashduty")
+log = logging.getLogger("sidecar_sandbox.flashduty")
 
 ACCOUNT_SCOPE = "account"
 _CLOSING = web.AppKey("flashduty_sandbox_closing", asyncio.Event)
