@@ -177,6 +177,10 @@ class DeliveryPipeline:
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def settings(self) -> PipelineSettings:
+        return self._settings
+
     def reconfigure(self, settings: PipelineSettings) -> None:
         """A config reload: budget, capture timeout, workers and reserved labels apply to the
         events claimed from now on (a delivery in flight finishes with what it started with)."""
