@@ -169,7 +169,7 @@ class Daemon:
         if changed:
             log.warning("config sections changed that need a restart to apply: %s", ", ".join(changed))
         await self.scheduler.reload(new)
-        self.outbox.max_attempts = new.delivery.max_attempts
+        self.outbox.reconfigure(new.delivery)
         self.uploader.ttl = new.delivery.image_cache_ttl
         self.pipeline.reconfigure(new)
         self.cfg = self.cfg.model_copy(
