@@ -1,6 +1,7 @@
 """Rules: sources → samples → alert instances (Prometheus semantics) → ``AlertEvent``s for the sink.
 
 * ``engine``: ``RuleEvaluator``, the per-rule instance state machine;
+* ``events``: what an instance's event says (labels, severity, title, description, panels);
 * ``templates``: sandboxed Jinja2 with Prometheus spelling (``$labels``, ``$value``, ``humanize``);
 * ``window``: panels → fully resolved ``PanelCapture``s (time window, size, vars);
 * ``state``: SQLite persistence of instances, heartbeats and webhook fingerprints;
