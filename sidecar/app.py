@@ -168,7 +168,7 @@ class Daemon:
         changed = [s for s in _RESTART_SECTIONS if getattr(new, s) != getattr(self.cfg, s)]
         if changed:
             log.warning("config sections changed that need a restart to apply: %s", ", ".join(changed))
-        await self.scheduler.reload(new)
+        await self.scheduler.reconfigure(new)
         self.outbox.reconfigure(new.delivery)
         self.uploader.ttl = new.delivery.image_cache_ttl
         self.pipeline.reconfigure(new)
