@@ -21,9 +21,9 @@ from aiohttp import web
 from procs import ALERTMANAGER, alertmanager, have
 
 from sidecar.config import Config
+from sidecar.ingest.webhook import make_webhook_handler
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, alert_key
-from sidecar.ingest.webhook import make_webhook_handler
 from sidecar.rules.state import RuleState
 
 pytestmark = [
