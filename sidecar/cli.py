@@ -250,16 +250,16 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     outbox = Outbox(str(Path(cfg.state_dir) / "outbox.sqlite3"))
     try:
         if args.action == "list":
-            rows = outbox.list_dead_letters()
+            rows = outbox.dead_letters.entries()
             if not rows:
                 print("no dead letters")
             for row in rows:
                 print(json.dumps(row, default=str, ensure_ascii=False))
             return EXIT_OK
         if args.ids:
-            n = sum(outbox.retry_dead_letter(i) for i in args.ids)
+            n = sum(outbox.dead_letters.retry(i) for i in args.ids)
         else:
-            n = outbox.retry_dead_letter(None)
+            n = outbox.dead_letters.retry(None)
         print(f"requeued {n} event(s); a running daemon delivers them on its next pass")
         return EXIT_OK
     finally:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from sidecar.delivery.outbox import StoredImage
+from sidecar.delivery.outbox_db import StoredImage
 from sidecar.flashduty.errors import FlashdutyError, FlashdutyRateLimited
 from sidecar.flashduty.payload import MAX_HREF
 from sidecar.model import PanelCapture

@@ -3,8 +3,8 @@
 One ``RuleEvaluator`` per rule. Each evaluation takes the samples a source returned and the
 evaluation time, and returns the events to deliver:
 
-* instance labels = sample labels − ``__name__`` + rendered rule labels (they win) + ``alertname``;
-  two samples with the same resulting label set fail the whole evaluation;
+* each sample belongs to the instance of its label set (``events.instance_labels``); two samples
+  with the same resulting label set fail the whole evaluation;
 * ``inactive → pending → firing`` once ``ts − active_at ≥ for`` (``for: 0`` fires at once);
 * a pending instance that disappears is dropped without a word; a firing one resolves (one ``Ok``
   event) or stays firing for ``keep_firing_for``; resolved instances are kept 15 minutes;
@@ -22,9 +22,9 @@ Deliberate differences from Prometheus, for Flashduty:
   tolerance 1h, grace period 10m, shift by the downtime) apply to pending ones.
 
 A ``grafana`` rule *mirrors* Grafana-managed alerts (``mirror``): Grafana has already applied
-``for``, so instances fire at once with Grafana's ``activeAt``; ``alertname`` is Grafana's rule name;
-severity comes from a ``severity`` label; title/description fall back to the ``summary`` /
-``description`` annotations and panels also come from ``__dashboardUid__`` / ``__panelId__``.
+``for``, so instances fire at once with Grafana's ``activeAt`` (even one ahead of our clock). What
+a mirrored event says (Grafana's rule name, its ``severity`` label, annotations, panels) is
+``events.py``'s, like everything an event says: this module only decides when one is sent.
 
 Errors: ``RuleError`` ← ``SourceError`` (query failed), ``DuplicateLabelsetError``.
 """
@@ -38,9 +38,9 @@ from typing import Literal
 
 from sidecar.config import Config, RuleConfig
 from sidecar.metrics import Metrics
-from sidecar.model import AlertEvent, EventStatus, PanelCapture, Severity, alert_key
-from sidecar.rules.templates import TemplateContext, TemplateEngine
-from sidecar.rules.window import panel_captures, panels_from_annotations
+from sidecar.model import AlertEvent, EventStatus, alert_key
+from sidecar.rules.events import instance_event, instance_labels, instance_severity, normalize_severity
+from sidecar.rules.templates import TemplateEngine
 
 __all__ = [
     "FOR_GRACE_PERIOD",
@@ -54,7 +54,7 @@ __all__ = [
     "RuleEvaluator",
     "Sample",
     "SourceError",
-    "normalize_severity",
+    "normalize_severity",  # re-exported: sidecar/ingest/webhook.py still imports it from here
 ]
 
 RESOLVED_RETENTION = 15 * 60.0
@@ -105,17 +105,6 @@ class Instance:
     keep_firing_since: float | None = None
 
 
-def normalize_severity(value: str | None) -> Severity | None:
-    v = (value or "").strip().lower()
-    if v == "critical":
-        return "Critical"
-    if v == "warning":
-        return "Warning"
-    if v == "info":
-        return "Info"
-    return None
-
-
 class RuleEvaluator:
     """Holds the instances of one rule and turns samples into events."""
 
@@ -163,7 +152,7 @@ class RuleEvaluator:
         before changing anything."""
         built: dict[str, tuple[dict[str, str], Sample]] = {}
         for s in samples:
-            labels = self._instance_labels(s)
+            labels = instance_labels(self.rule, s, self.templates, mirror=self.mirror)
             key = alert_key(self.rule.name, labels)
             if key in built:
                 raise DuplicateLabelsetError(labels)
@@ -269,18 +258,7 @@ class RuleEvaluator:
             return now + grace - hold
         return inst.active_at + (now - down_at)
 
-    # ------------------------------------------------------------------ events
-
-    def _instance_labels(self, s: Sample) -> dict[str, str]:
-        labels = {k: v for k, v in s.labels.items() if k != "__name__"}
-        ctx = TemplateContext(labels=s.labels, value=s.value, rule=self.rule.name)
-        for k, tmpl in self.rule.labels.items():
-            labels[k] = self.templates.render(tmpl, ctx)
-        if self.mirror:
-            labels.setdefault("alertname", self.rule.name)
-        else:
-            labels["alertname"] = self.rule.name
-        return labels
+    # ------------------------------------------------------------------ sending
 
     def _needs_ok(self, inst: Instance) -> bool:
         return inst.state == "inactive" and (inst.last_sent_at is None or (inst.resolved_at or 0.0) > inst.last_sent_at)
@@ -290,66 +268,26 @@ class RuleEvaluator:
             return self._send(inst, ts, "Ok", panels=True) if self._needs_ok(inst) else None
         if inst.state != "firing":
             return None
+        severity = instance_severity(self.rule, inst, mirror=self.mirror)
         if inst.last_sent_at is None:
-            return self._send(inst, ts, self._severity(inst), panels=True)
+            return self._send(inst, ts, severity, panels=True)
         resend = self.resend_interval
         if resend > 0 and ts - inst.last_sent_at >= resend:
-            return self._send(inst, ts, self._severity(inst), panels=self.cfg.delivery.recapture_on_resend)
+            return self._send(inst, ts, severity, panels=self.cfg.delivery.recapture_on_resend)
         return None
 
-    def _severity(self, inst: Instance) -> Severity:
-        if self.mirror:
-            found = normalize_severity(inst.labels.get("severity"))
-            if found is not None:
-                return found
-        return self.rule.severity
-
     def _send(self, inst: Instance, ts: float, status: EventStatus, *, panels: bool) -> AlertEvent:
+        """Mark ``inst`` sent at ``ts`` (``unsend`` undoes it) and build its event (``events.py``)."""
         self._sent_before.setdefault(inst.key, inst.last_sent_at)
         inst.last_sent_at = ts
-        return self.build_event(inst, ts, status, panels=panels)
-
-    def build_event(self, inst: Instance, ts: float, status: EventStatus, *, panels: bool) -> AlertEvent:
-        """The event for ``inst`` at ``ts``: templates rendered, pictures resolved."""
-        rule = self.rule
-        base = TemplateContext(labels=inst.labels, value=inst.value, rule=rule.name, active_at=inst.active_at)
-        annotations = dict(inst.annotations) if self.mirror else {}
-        annotations.update(self.templates.render_map(rule.annotations, base))
-        ctx = replace(base, annotations=annotations)
-        if rule.title:
-            title = self.templates.render(rule.title, ctx)
-        else:
-            title = annotations.get("summary") or (inst.labels["alertname"] if self.mirror else rule.name)
-        if rule.description:
-            description = self.templates.render(rule.description, ctx)
-        else:
-            description = annotations.get("description", "")
-        resolved_at = inst.resolved_at if status == "Ok" else None
-        captures: tuple[PanelCapture, ...] = ()
-        if panels:
-            panel_list = list(rule.panels)
-            if self.mirror:
-                panel_list += panels_from_annotations(inst.annotations)
-            captures = panel_captures(
-                panel_list,
-                self.cfg,
-                labels=inst.labels,
-                active_at=inst.active_at,
-                now=ts,
-                resolved_at=resolved_at,
-                value=inst.value,
-                templates=self.templates,
-                for_=self.for_,
-                rule_name=rule.name,
-            )
-        return AlertEvent.for_instance(
-            rule.name,
-            inst.labels,
-            status=status,
-            title=title,
-            description=description,
-            panels=captures,
-            event_time=ts,
-            active_at=inst.active_at,
-            resolved_at=resolved_at,
+        return instance_event(
+            self.rule,
+            self.cfg,
+            inst,
+            ts,
+            status,
+            templates=self.templates,
+            mirror=self.mirror,
+            for_=self.for_,
+            panels=panels,
         )

@@ -160,6 +160,6 @@ async def test_dead_letters_list_and_retry(tmp_path: Path, boxes: Sandboxes) -> 
     assert rc == 0 and "requeued 1 event(s)" in out
     outbox = Outbox(str(state / "outbox.sqlite3"))
     try:
-        assert outbox.pending_count() == 1 and outbox.list_dead_letters() == []
+        assert outbox.pending_count() == 1 and outbox.dead_letters.entries() == []
     finally:
         outbox.close()

@@ -20,9 +20,9 @@ import pytest
 from aiohttp import web
 
 from sidecar.config import Config
+from sidecar.ingest.webhook import make_webhook_handler
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, alert_key
-from sidecar.ingest.webhook import make_webhook_handler
 from sidecar.rules.state import RuleState
 from tests.support.procs import ALERTMANAGER, alertmanager, have
 

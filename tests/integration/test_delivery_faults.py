@@ -58,7 +58,7 @@ async def test_push_500s_are_retried_until_delivered(tmp_path: Path, caplog: pyt
         assert h.sandbox.stats["push"].requests == 4
         # pictures uploaded by the first attempt were kept on the row: one upload, no re-capture
         assert h.sandbox.stats["upload"].requests == 1 and len(h.capture.calls) == 1
-        assert h.outbox.list_dead_letters() == []
+        assert h.outbox.dead_letters.entries() == []
     assert delivery_outcomes(caplog) == ["retry", "retry", "retry", "delivered"]
 
 
@@ -84,7 +84,7 @@ async def test_push_hanging_past_the_timeout_is_retried(tmp_path: Path) -> None:
         # the hung request landed too (a lost reply): same alert_key, merged into one alert
         [alert] = h.alerts(e.alert_key)
         assert alert["alert_status"] == "Critical" and alert["event_cnt"] >= 1
-        assert h.outbox.list_dead_letters() == []
+        assert h.outbox.dead_letters.entries() == []
 
 
 async def test_exhausted_attempts_go_to_dead_letters(tmp_path: Path) -> None:
@@ -93,11 +93,11 @@ async def test_exhausted_attempts_go_to_dead_letters(tmp_path: Path) -> None:
         e = event(4, panels=())
         h.put(e)
         await h.wait_for(lambda: h.outbox.dead_letter_count() == 1, 5.0, "a dead letter")
-        [dl] = h.outbox.list_dead_letters()
+        [dl] = h.outbox.dead_letters.entries()
         assert dl["attempts"] == 2 and "503" in dl["last_error"] and dl["request_id"]
         assert h.sample("dead_letters") == 1
         h.sandbox.clear_faults()
-        assert h.outbox.retry_dead_letter(dl["id"]) == 1
+        assert h.outbox.dead_letters.retry(dl["id"]) == 1
         h.pipeline.kick()
         await h.drained()
         assert statuses(h, e.alert_key) == ["Critical"]
@@ -117,7 +117,7 @@ async def test_401_is_dead_lettered_at_once_with_a_clear_error(
         await h.wait_for(lambda: h.outbox.dead_letter_count() == 1, 5.0, "a dead letter")
         await asyncio.sleep(0.3)
         assert h.sandbox.stats["push"].requests == 1  # not retried in a loop
-        [dl] = h.outbox.list_dead_letters()
+        [dl] = h.outbox.dead_letters.entries()
         assert dl["attempts"] == 1
         assert "integration_key rejected" in dl["last_error"] and "FLASHDUTY_INTEGRATION_KEY" in dl["last_error"]
         assert "5ecret" not in dl["last_error"]
@@ -125,7 +125,7 @@ async def test_401_is_dead_lettered_at_once_with_a_clear_error(
         assert rec.levelno == logging.ERROR and "dead-lettered after 1 attempt(s)" in rec.getMessage()
         # the key is fixed: the operator requeues it
         h.sandbox.clear_faults()
-        assert h.outbox.retry_dead_letter(None) == 1
+        assert h.outbox.dead_letters.retry(None) == 1
         h.pipeline.kick()
         await h.drained()
         assert statuses(h, e.alert_key) == ["Critical"]
@@ -151,7 +151,7 @@ async def test_429_bursts_are_waited_out_without_spending_attempts(
         for n, key in zip(range(10, 15), keys, strict=True):
             [alert] = h.alerts(key)
             assert [i["src"] for i in alert["images"]] == [sandbox_key(png(n))]
-        assert h.outbox.list_dead_letters() == []
+        assert h.outbox.dead_letters.entries() == []
         assert h.sandbox.stats["push"].statuses[429] == 4
         assert h.sandbox.stats["upload"].statuses[429] == 3
     assert "retry" not in delivery_outcomes(caplog)  # waited inside the client, never a failed attempt
@@ -190,7 +190,7 @@ async def test_firing_then_ok_never_arrives_reversed_under_faults(tmp_path: Path
             seen = statuses(h, event(n, rule="Flappy").alert_key)
             if "Ok" in seen:
                 assert "Critical" not in seen[seen.index("Ok") :], seen
-        assert h.outbox.list_dead_letters() == []
+        assert h.outbox.dead_letters.entries() == []
 
 
 # ---------------------------------------------------------------------------- burst

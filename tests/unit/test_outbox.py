@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.delivery.outbox import OUTBOX_FILE, Outbox, StoredImage, redact
+from sidecar.config import DeliveryConfig
+from sidecar.delivery.outbox import Outbox
+from sidecar.delivery.outbox_db import OUTBOX_FILE, StoredImage, redact
 from sidecar.model import AlertEvent, EventStatus, alert_key
 
 
@@ -120,7 +122,7 @@ def test_retry_with_backoff_then_dead_letter(outbox: Outbox, clock: FakeClock) -
     r = outbox.fail(eid, "push: 500 InternalError", retryable=True, request_id="rid3")
     assert r.outcome == "dead_letter" and r.attempts == 3
     assert outbox.pending_count() == 0
-    [dl] = outbox.list_dead_letters()
+    [dl] = outbox.dead_letters.entries()
     assert dl["id"] == eid and dl["attempts"] == 3 and dl["request_id"] == "rid3"
     assert dl["last_error"] == "push: 500 InternalError"
 
@@ -135,6 +137,19 @@ def test_backoff_is_capped(tmp_path: Path, clock: FakeClock) -> None:
         delay = ob.fail(eid, "x", retryable=True).delay
     assert delay == 60.0
     ob.close()
+
+
+def test_reconfigure_applies_max_attempts_to_queued_rows(outbox: Outbox, clock: FakeClock) -> None:
+    eid = outbox.put(ev())
+    assert outbox.claim() is not None
+    r = outbox.fail(eid, "push: 500 InternalError", retryable=True)
+    assert r.outcome == "retry" and r.attempts == 1 and outbox.max_attempts == 3
+    outbox.reconfigure(DeliveryConfig(max_attempts=2))
+    assert outbox.max_attempts == 2
+    clock.t += r.delay
+    assert outbox.claim() is not None
+    r = outbox.fail(eid, "push: 500 InternalError", retryable=True)
+    assert r.outcome == "dead_letter" and r.attempts == 2
 
 
 def test_uncounted_failure_does_not_use_the_budget(outbox: Outbox, clock: FakeClock) -> None:
@@ -152,7 +167,7 @@ def test_permanent_error_is_dead_lettered_at_once_and_redacted(outbox: Outbox) -
     err = "push: 401 Unauthorized http://x/event/push?integration_key=SECRETKEY123&a=1"
     r = outbox.fail(eid, err, retryable=False, request_id="abc")
     assert r.outcome == "dead_letter" and r.attempts == 1
-    [dl] = outbox.list_dead_letters()
+    [dl] = outbox.dead_letters.entries()
     assert "SECRETKEY123" not in dl["last_error"] and "integration_key=<redacted>" in dl["last_error"]
     assert outbox.dead_letter_count() == 1
 
@@ -168,8 +183,8 @@ def test_retry_dead_letter_requeues_and_skips_superseded(outbox: Outbox) -> None
     e3 = outbox.put(ev("Ok", instance="b"))
     assert (item := outbox.claim()) is not None and item.id == e3
     outbox.ack(e3)
-    assert outbox.retry_dead_letter(None) == 1
-    assert outbox.list_dead_letters() == []
+    assert outbox.dead_letters.retry(None) == 1
+    assert outbox.dead_letters.entries() == []
     item = outbox.claim()
     assert item is not None and item.id == e1 and item.attempts == 0
     assert outbox.claim() is None
@@ -179,8 +194,8 @@ def test_retry_one_dead_letter_replaces_older_pending(outbox: Outbox) -> None:
     e1 = outbox.put(ev("Critical"))
     assert outbox.claim() is not None
     outbox.fail(e1, "bad", retryable=False)
-    assert outbox.retry_dead_letter(e1) == 1
-    assert outbox.retry_dead_letter(e1) == 0  # gone from the table
+    assert outbox.dead_letters.retry(e1) == 1
+    assert outbox.dead_letters.retry(e1) == 0  # gone from the table
     assert outbox.pending_count() == 1
 
 

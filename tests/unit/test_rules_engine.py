@@ -17,6 +17,7 @@ from sidecar.config import Config
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, alert_key
 from sidecar.rules.engine import DuplicateLabelsetError, RuleError, RuleEvaluator, Sample
+from sidecar.rules.events import normalize_severity
 from sidecar.rules.templates import TemplateEngine
 
 STEP = 60.0
@@ -202,6 +203,14 @@ def test_instance_labels_drop_name_apply_rule_labels_and_alertname() -> None:
     assert event.status == "Critical"
     assert event.rule == "HighErrors"
     assert event.active_at == T0 and event.event_time == T0
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [("critical", "Critical"), (" WARNING ", "Warning"), ("Info", "Info"), ("page", None), ("", None), (None, None)],
+)
+def test_normalize_severity(label: str | None, expected: str | None) -> None:
+    assert normalize_severity(label) == expected
 
 
 def test_scalar_result_is_one_unlabelled_instance() -> None:

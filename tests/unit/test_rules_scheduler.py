@@ -1,4 +1,4 @@
-"""RuleScheduler: jobs, evaluation runs, state persistence, reload, skipped runs."""
+"""RuleScheduler (and its RuleRunner): jobs, evaluation runs, state persistence, reconfigure, skipped runs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from sidecar.config import Config
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent
 from sidecar.rules.engine import Instance
-from sidecar.rules.scheduler import RuleScheduler, slot_offset
+from sidecar.rules.scheduler import RuleScheduler
+from sidecar.rules.slots import eval_time, slot_offset
 from sidecar.rules.state import RuleState
 from sidecar_sandbox.prometheus import PrometheusSandbox
 
@@ -164,7 +165,7 @@ async def test_start_restores_state_and_forgets_removed_rules(env: Env) -> None:
             await sched.shutdown()
 
 
-async def test_reload_keeps_instances_of_kept_rules(env: Env) -> None:
+async def test_reconfigure_keeps_instances_of_kept_rules(env: Env) -> None:
     rule_a = {"name": "A", "source": "prometheus", "expr": EXPR, "every": "1m"}
     rule_b = {"name": "B", "source": "prometheus", "expr": EXPR, "every": "1m"}
     async with aiohttp.ClientSession() as session:
@@ -176,7 +177,7 @@ async def test_reload_keeps_instances_of_kept_rules(env: Env) -> None:
             assert len(sched.firing_keys()) == 2
             new_a = {**rule_a, "severity": "critical", "every": "2m"}
             rule_c = {"name": "C", "source": "prometheus", "expr": EXPR, "every": "1m"}
-            await sched.reload(make_config(env.url, env.tmp_path, new_a, rule_c))
+            await sched.reconfigure(make_config(env.url, env.tmp_path, new_a, rule_c))
             a = sched.evaluator("A")
             assert a is not None and a.rule.severity == "Critical" and len(a.instances) == 1
             assert sched.evaluator("B") is None and env.state.load_rule("B") == ([], None)
@@ -233,3 +234,16 @@ def test_slot_offset_is_deterministic_and_inside_the_interval() -> None:
     assert slot_offset("a", 60) == slot_offset("a", 60)
     assert slot_offset("a", 60) != slot_offset("b", 60)
     assert all(0 <= slot_offset(n, 1.0) < 1.0 for n in ("a", "b", "c", "HighErrorRate"))
+
+
+def test_eval_time_is_the_slot_of_the_run() -> None:
+    cfg = make_config(
+        "http://prom", Path("/tmp"), {"name": "Errors", "source": "prometheus", "expr": EXPR, "every": "30s"}
+    )
+    rule = cfg.rules[0]
+    slot = T0 - (T0 - slot_offset("Errors", 30.0)) % 30  # the last slot at or before T0
+    assert abs(eval_time(rule, slot + 29.0) - slot) < 1e-3
+    assert abs(eval_time(rule, slot - 0.04) - slot) < 1e-3  # a wake-up a little early is still its slot
+    assert abs(eval_time(rule, slot - 0.1) - (slot - 30)) < 1e-3
+    cron = rule.model_copy(update={"every": None, "cron": "0 9 * * *"})
+    assert eval_time(cron, T0 + 0.123) == T0 + 0.123

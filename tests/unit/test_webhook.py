@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 
 from sidecar.config import Config
+from sidecar.ingest.webhook import PayloadError, make_webhook_handler, panels_from_url, parse_payload
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, alert_key
-from sidecar.ingest.webhook import PayloadError, make_webhook_handler, panels_from_url, parse_payload
 from sidecar.rules.state import RuleState
 
 NOW = 1_700_000_000.0
