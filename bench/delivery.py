@@ -157,7 +157,12 @@ async def scenario(n: int, time_scale: float, *, shared_every_other: bool) -> di
             outbox = Outbox.in_dir(tmp, max_attempts=cfg.delivery.max_attempts)
             capture = InstantCapture(pictures)
             pipeline = DeliveryPipeline(
-                outbox=outbox, capture=capture, uploader=uploader, client=client, settings=PipelineSettings.from_config(cfg), metrics=metrics
+                outbox=outbox,
+                capture=capture,
+                uploader=uploader,
+                client=client,
+                settings=PipelineSettings.from_config(cfg),
+                metrics=metrics,
             )
             await pipeline.start()
             events = [_event(i) for i in range(n)]

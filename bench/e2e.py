@@ -43,8 +43,8 @@ from aiohttp import web
 
 from bench.common import find_chromium, find_prometheus, free_port, quantile, serve, summary
 from sidecar.app import Options
-from sidecar.daemon import Daemon
 from sidecar.config import load_config
+from sidecar.daemon import Daemon
 from sidecar.model import AlertEvent
 from sidecar_sandbox.runner import start_sandboxes
 

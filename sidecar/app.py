@@ -37,7 +37,7 @@ from aiohttp import web
 from sidecar.capture.errors import CaptureError
 from sidecar.capture.service import CaptureService
 from sidecar.config import Config
-from sidecar.delivery.outbox import Outbox
+from sidecar.delivery.outbox import OUTBOX_FILE, Outbox
 from sidecar.delivery.pipeline import DeliveryPipeline, PipelineSettings
 from sidecar.delivery.reconcile import reconcile
 from sidecar.flashduty.client import FlashdutyClient
@@ -85,7 +85,7 @@ UPLOADER = web.AppKey("uploader", ImageUploader)
 CAPTURE = web.AppKey("capture", CaptureService)
 PIPELINE = web.AppKey("pipeline", DeliveryPipeline)
 SCHEDULER = web.AppKey("scheduler", RuleScheduler)
-WEBHOOK = web.AppKey("webhook", Handler)
+WEBHOOK: web.AppKey[Handler] = web.AppKey("webhook")
 RELOADER = web.AppKey("reloader", Reloader)
 
 HEARTBEAT_EVERY = 1.0
@@ -160,7 +160,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     except Exception as e:
         raise StartupError(f"state_dir {state_dir}: cannot open rules.sqlite3: {e}") from None
     try:
-        outbox = Outbox(str(state_dir / "outbox.sqlite3"), max_attempts=cfg.delivery.max_attempts)
+        outbox = Outbox(str(state_dir / OUTBOX_FILE), max_attempts=cfg.delivery.max_attempts)
     except Exception as e:
         rule_state.close()
         raise StartupError(f"state_dir {state_dir}: cannot open outbox.sqlite3: {e}") from None

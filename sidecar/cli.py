@@ -242,12 +242,11 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from sidecar.delivery.outbox import Outbox
 
     cfg, _ = _load(args)
-    outbox = Outbox(str(Path(cfg.state_dir) / "outbox.sqlite3"))
+    outbox = Outbox.in_dir(cfg.state_dir)
     try:
         if args.action == "list":
             rows = outbox.dead_letters.entries()

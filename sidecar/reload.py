@@ -177,9 +177,7 @@ class Reloader:
         self._current.config = new
         self._metrics.config_reloads.labels("ok").inc()
         self.last = ("ok", ", ".join(changed) or "nothing changed")
-        log.info(
-            "config reloaded (%s): %s", reason, self.last[1], extra={"changed": changed, "rules": len(new.rules)}
-        )
+        log.info("config reloaded (%s): %s", reason, self.last[1], extra={"changed": changed, "rules": len(new.rules)})
         return True
 
     def _refuse(self, outcome: str, detail: str, reason: str) -> bool:

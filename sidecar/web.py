@@ -21,9 +21,7 @@ __all__ = ["Handler", "add_routes"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def add_routes(
-    app: web.Application, *, health: Health, metrics: Metrics, webhook: Handler | None = None
-) -> None:
+def add_routes(app: web.Application, *, health: Health, metrics: Metrics, webhook: Handler | None = None) -> None:
     """``webhook``: resolves the webhook handler per request (None: no webhook route)."""
 
     async def healthz(_: web.Request) -> web.Response:

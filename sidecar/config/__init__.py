@@ -88,6 +88,6 @@ __all__ = [
     "parse_config",
     "parse_duration",
     "redacted_dict",
-    "secret_values",
     "resolve_config_path",
+    "secret_values",
 ]

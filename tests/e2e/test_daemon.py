@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from sidecar.daemon import Daemon
 from sidecar.config import load_config
+from sidecar.daemon import Daemon
 from sidecar_sandbox.runner import Sandboxes, start_sandboxes
 from tests.support.browsers import find_chromium
 

@@ -3,12 +3,11 @@ text format and its ``ready`` gauge is the readiness itself."""
 
 from __future__ import annotations
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from sidecar.metrics import Metrics
-from aiohttp import web
-
 from sidecar.health import Health
+from sidecar.metrics import Metrics
 from sidecar.web import add_routes
 
 
