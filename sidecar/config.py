@@ -214,6 +214,8 @@ class CaptureConfig(_Model):
     """Relaunch the browser after this many captures."""
     max_browser_rss_mb: int = Field(default=1024, ge=64)
     """Relaunch the browser when all its processes together use more memory than this."""
+    liveness_grace: Duration = Field(default=120.0, gt=0)
+    """How long the browser may stay impossible to launch before `/healthz` fails (Kubernetes then restarts the sidecar container, never Grafana's)."""
 
     @field_validator("timeout", "image_budget")
     @classmethod

@@ -7,12 +7,15 @@ Alertmanager is an error instead of a skip, so CI can never pass by skipping the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from sidecar.sandbox.demo import find_browser
 
@@ -32,6 +35,31 @@ async def eventually(condition: Callable[[], object], what: str, timeout: float 
         if time.monotonic() > end:
             raise AssertionError(f"not within {timeout:g} s: {what}")
         await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def upload_recorder() -> AsyncIterator[tuple[str, list[tuple[str | None, str | None]]]]:
+    """A stand-in for Flashduty's upload endpoint on a loopback port: its URL, and the file name
+    and content type of every ``image`` part it received (the sandbox reads only the bytes)."""
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def upload(request: web.Request) -> web.Response:
+        reader = await request.multipart()
+        part = await reader.next()
+        assert isinstance(part, aiohttp.BodyPartReader) and part.name == "image"
+        seen.append((part.filename, part.headers.get(aiohttp.hdrs.CONTENT_TYPE)))
+        await part.read()
+        return web.json_response({"request_id": "r1", "data": {"image_key": f"img_{len(seen)}"}})
+
+    app = web.Application()
+    app.router.add_post("/push/image/upload", upload)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
+    finally:
+        await runner.cleanup()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

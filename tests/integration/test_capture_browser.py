@@ -24,9 +24,9 @@ from conftest import eventually, find_chromium
 from PIL import Image, ImageChops
 from pydantic import SecretStr
 
-from sidecar.capture import browser as browser_module
-from sidecar.capture.browser import chromium_processes
-from sidecar.capture.grafana import CaptureClass
+from sidecar.capture import pool as pool_module
+from sidecar.capture.errors import CaptureClass
+from sidecar.capture.proc import chromium_processes
 from sidecar.capture.service import CaptureService, capture_once
 from sidecar.config import BasicAuth, CaptureConfig, GrafanaConfig, parse_config
 from sidecar.metrics import Metrics
@@ -581,7 +581,7 @@ async def test_concurrent_captures_share_a_pool_of_at_most_concurrency_contexts(
 
 
 async def test_an_unused_pool_shrinks_to_one_idle_context(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(browser_module, "POOL_IDLE_S", 0.6)
+    monkeypatch.setattr(pool_module, "POOL_IDLE_S", 0.6)
     service, _ = await new_service(grafana_cfg(env.url), concurrency=3, context_reuse=100)
     browser = service.browser
     try:
@@ -623,5 +623,5 @@ capture: {{browser_path: "/nonexistent/chromium"}}
     )
     result = await capture_once(cfg, panel("1"), out)
     assert result.cls is CaptureClass.ERROR and result.image is None
-    assert result.detail.startswith("cannot launch Chromium")
+    assert result.detail == "capture.browser_path: /nonexistent/chromium is not an executable file"
     assert not os.path.exists(out)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from sidecar.capture.browser import chromium_processes, process_memory_bytes
-from sidecar.capture.grafana import CaptureClass
+from sidecar.capture.errors import CaptureClass
+from sidecar.capture.proc import chromium_processes, process_memory_bytes
 from sidecar.capture.service import CaptureResult, CaptureService, request_from_config
 from sidecar.config import CaptureConfig, GrafanaConfig, parse_config
 from sidecar.metrics import Metrics
