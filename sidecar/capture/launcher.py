@@ -34,6 +34,7 @@ __all__ = [
     "CLOSE_TIMEOUT",
     "Chromium",
     "find_browser",
+    "headless_shell",
     "is_executable_file",
     "launch",
     "passed_environment",
@@ -78,13 +79,14 @@ def find_browser(explicit: str | None = None) -> str | None:
     """``explicit``, else the first Chromium found (see the module docstring), else None."""
     if explicit:
         return explicit
-    shell = _headless_shell()
+    shell = headless_shell()
     if shell is not None:
         return shell
     return next((found for name in BROWSERS_ON_PATH if (found := shutil.which(name))), None)
 
 
-def _headless_shell() -> str | None:
+def headless_shell() -> str | None:
+    """Debian's ``chromium-headless-shell`` binary (see the module docstring), else None."""
     if is_executable_file(DEBIAN_HEADLESS_SHELL):
         return DEBIAN_HEADLESS_SHELL
     found = shutil.which(HEADLESS_SHELL)

@@ -425,9 +425,9 @@ async def settled(service: CaptureService, expected: int) -> None:
 
 def idle_page_urls(service: CaptureService) -> list[str]:
     """URLs of the pages of the current browser's contexts (white-box: for the reset check)."""
-    inst = service.browser._current
+    inst = service.browser._sup.current
     assert inst is not None
-    return [page.url for ctx in inst.browser.contexts for page in ctx.pages]
+    return [page.url for ctx in inst.chromium.browser.contexts for page in ctx.pages]
 
 
 async def test_a_context_serves_context_reuse_captures_then_a_fresh_one_replaces_it(env: Env) -> None:
@@ -523,9 +523,9 @@ async def test_an_idle_page_that_crashed_is_not_reused(env: Env) -> None:
     try:
         assert (await service.capture(panel("1", time_from="now-51m"))).cls is CaptureClass.OK
         await eventually(lambda: idle_page_urls(service) == ["about:blank"], "the page reset")
-        inst = browser._current  # white-box: crash the renderer of the idle page
+        inst = browser._sup.current  # white-box: crash the renderer of the idle page
         assert inst is not None
-        idle = inst.browser.contexts[0].pages[0]
+        idle = inst.chromium.browser.contexts[0].pages[0]
         crashed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         idle.once("crash", lambda _page: crashed.set_result(True))
         cdp = await idle.context.new_cdp_session(idle)
