@@ -165,7 +165,7 @@ class _Product:
 
     def chromium_memory(self) -> dict[str, int]:
         """PSS, USS and RSS in kB, summed over all the browser's processes."""
-        from sidecar.capture.browser import chromium_processes, process_memory_bytes
+        from sidecar.capture.proc import chromium_processes, process_memory_bytes
 
         pids = chromium_processes(self.service.browser.markers)
         return {
@@ -196,7 +196,7 @@ class _Naive:
         self.playwright = await async_playwright().start()
 
     async def capture(self, spec: dict[str, Any], index: int) -> tuple[str, dict[str, float], bytes | None]:
-        from sidecar.capture.grafana import panel_url
+        from sidecar.capture.urls import panel_url
         from sidecar.config import GrafanaConfig
 
         url = panel_url(GrafanaConfig(url=spec["grafana_url"]), _request(spec, index), "sandbox-services")

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sidecar.capture.launcher import headless_shell
 from sidecar_sandbox.demo import find_browser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,31 +26,13 @@ def find_chromium() -> str | None:
 
 
 def find_headless_shell() -> str | None:
-    """Chromium's old headless mode as its own binary (Debian: ``chromium-headless-shell``).
-
-    Debian's ``/usr/bin/chromium-headless-shell`` is a shell script that starts the binary
-    without ``exec``; the binary it names is used instead, so that the browser process is
-    Chromium itself.
-    """
+    """Chromium's old headless mode as its own binary (Debian: ``chromium-headless-shell``):
+    ``SIDECAR_HEADLESS_SHELL``, else the binary the product would find (``launcher.headless_shell``:
+    the real binary, not Debian's wrapper script that does not ``exec``)."""
     env = os.environ.get("SIDECAR_HEADLESS_SHELL")
     if env and os.access(env, os.X_OK):
         return env
-    found = shutil.which("chromium-headless-shell")
-    if found is None:
-        return None
-    try:
-        with open(found, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return found
-    if head.startswith(b"#!"):
-        for token in head.decode(errors="replace").split():
-            token = token.strip("\"'")
-            if token.startswith("/") and token.endswith("chromium-headless-shell") and os.access(token, os.X_OK):
-                with open(token, "rb") as f:
-                    if f.read(4) == b"\x7fELF":
-                        return token
-    return found
+    return headless_shell()
 
 
 def find_prometheus() -> str | None:

@@ -40,7 +40,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import find_chromium, free_port
-from sidecar.capture.browser import POOL_IDLE_S
+from sidecar.capture.pool import POOL_IDLE_S
 from sidecar.capture.proc import read_kb
 from sidecar_sandbox.runner import start_sandboxes
 

@@ -1,7 +1,8 @@
 """Drive one Playwright page through a capture: auth routing, navigation, readiness, screenshot.
 
-The pieces that need a browser; the Grafana knowledge they apply lives in
-``sidecar.capture.grafana``. Every step is timed into the ``steps`` dict it is given.
+The pieces that need a browser; the Grafana knowledge they apply lives in ``readiness`` (when a
+page is ready, what it shows) and ``urls`` (which requests get credentials). Every step is timed
+into the ``steps`` dict it is given.
 
 Readiness polls the page (``PROBE_JS``) and feeds ``Readiness``: every ``POLL_INTERVAL`` while
 requests are in flight (the page cannot be ready then; the polls only look for a login or
@@ -28,20 +29,9 @@ from playwright.async_api import BrowserContext, Page, Request, Response, Route
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from sidecar.capture.grafana import (
-    PROBE_JS,
-    CaptureClass,
-    CaptureError,
-    CaptureTimeout,
-    PageFacts,
-    Probe,
-    Readiness,
-    auth_url_pattern,
-    base_path,
-    classify,
-    origin_of,
-    terminal_class,
-)
+from sidecar.capture.errors import CaptureClass, CaptureError, CaptureTimeout
+from sidecar.capture.readiness import PROBE_JS, PageFacts, Probe, Readiness, classify, terminal_class
+from sidecar.capture.urls import auth_url_pattern, base_path, origin_of
 
 __all__ = ["NetworkTracker", "Shot", "install_auth", "shoot", "timed"]
 

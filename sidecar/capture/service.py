@@ -1,9 +1,9 @@
 """``CaptureService``: the one entry point for panel pictures (delivery pipeline, CLI, demo).
 
 A capture is a list of named, timed steps — ``queue`` (waiting for a slot), ``slug`` (dashboard
-lookup, first time per dashboard), ``context`` (fresh browser context: usually the spare opened
-ahead, see ``browser``), ``navigate``, ``wait_ready``, ``screenshot``, ``encode`` — run in a fresh
-browser context that is always closed (after the result is handed back).
+lookup, first time per dashboard), ``context`` (a browser context from the pool, prepared ahead:
+see ``pool``), ``navigate``, ``wait_ready``, ``screenshot``, ``encode``. While the browser cannot be
+launched, a capture fails at once (class ``error``, ``browser unavailable: …``).
 Identical concurrent captures share one run (singleflight) and a usable result is reused for
 ``capture.cache_ttl``. ``capture()`` never raises for a failed capture: it returns a
 ``CaptureResult`` whose ``cls`` says what happened and whose ``detail`` says why, in one sentence
@@ -26,17 +26,13 @@ from typing import Any
 from playwright.async_api import BrowserContext, Page
 from playwright.async_api import Error as PlaywrightError
 
+from sidecar.capture.auth import auth_header
 from sidecar.capture.browser import BrowserManager
-from sidecar.capture.grafana import (
-    CaptureClass,
-    CaptureError,
-    CaptureTimeout,
-    DashboardDirectory,
-    auth_header,
-    panel_url,
-)
+from sidecar.capture.dashboards import DashboardDirectory
+from sidecar.capture.errors import CaptureClass, CaptureError, CaptureTimeout
 from sidecar.capture.images import MAX_IMAGE_BYTES, encode, usable_as_is
 from sidecar.capture.page import NetworkTracker, install_auth, shoot, timed
+from sidecar.capture.urls import panel_url
 from sidecar.config import CaptureConfig, Config, GrafanaConfig
 from sidecar.metrics import Metrics
 from sidecar.model import PanelCapture
@@ -101,7 +97,7 @@ class CaptureService:
         self._cfg = capture
         self._metrics = metrics
         self._clock = clock
-        self._browser = BrowserManager(capture=capture, metrics=metrics)
+        self._browser = BrowserManager(capture=capture, metrics=metrics, clock=clock)
         self._directory = DashboardDirectory(grafana=grafana, clock=clock)
         self._auth = auth_header(grafana)
         self._slots = asyncio.Semaphore(capture.concurrency)
@@ -115,8 +111,11 @@ class CaptureService:
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Launch the warm browser (raises ``CaptureError`` when Chromium cannot start) and open
-        a context ahead for the configured size, scale, theme and time zone."""
+        """Launch the warm browser and open a context ahead for the configured size, scale,
+        theme and time zone. A browser that fails to launch does not make this raise: it is
+        relaunched in the background and captures fail fast meanwhile (``browser_down_for``).
+        ``CaptureError`` only when Playwright cannot start or ``capture.browser_path`` is not an
+        executable file."""
         await self._browser.start()
         default = PanelCapture(
             dashboard="",
@@ -145,6 +144,24 @@ class CaptureService:
     @property
     def browser_connected(self) -> bool:
         return self._browser.connected
+
+    def browser_down_for(self) -> float:
+        """Seconds the browser has been unavailable without a break (launches failing, or
+        disconnected and not relaunched yet), on the service's clock; 0.0 while one is connected.
+        For liveness: past ``capture.liveness_grace`` the sidecar container should be restarted."""
+        return self._browser.down_for()
+
+    @property
+    def settings(self) -> CaptureConfig:
+        """The capture settings in force (``reconfigure`` replaces them)."""
+        return self._cfg
+
+    def reconfigure(self, *, capture: CaptureConfig, grafana: GrafanaConfig) -> None:
+        """A config reload: quality, cache TTL and the browser's pool and recycling settings apply
+        to captures from now on (what a capture draws comes with its request); the Grafana
+        connection (url, org, credentials) and the browser path and concurrency need a restart."""
+        self._cfg, self._grafana = capture, grafana
+        self._browser.reconfigure(capture)
 
     @property
     def browser(self) -> BrowserManager:
@@ -272,6 +289,7 @@ class CaptureService:
     async def _steps(
         self, req: PanelCapture, deadline: float, steps: dict[str, float], state: dict[str, str]
     ) -> CaptureResult:
+        self._browser.check_available()  # before the lookup: no capture can run now
         info = self._directory.cached(req.dashboard)
         if info is None:
             with timed(steps, "slug", self._clock):

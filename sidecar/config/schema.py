@@ -95,7 +95,7 @@ class GrafanaConfig(StrictModel):
 
 class CaptureConfig(StrictModel):
     browser_path: str = ""
-    """Chromium executable; empty uses Playwright's own browser."""
+    """Chromium executable; empty: Debian's `chromium-headless-shell` where installed, else `chromium` (or `chromium-browser`, `google-chrome`) on PATH, else Playwright's own browser."""
     concurrency: int = Field(default=2, ge=1, le=16)
     """Captures running at once (one warm browser, one context each)."""
     timeout: Duration = 20.0
@@ -120,6 +120,8 @@ class CaptureConfig(StrictModel):
     """Relaunch the browser after this many captures."""
     max_browser_rss_mb: int = Field(default=1024, ge=64)
     """Relaunch the browser when all its processes together use more memory than this."""
+    liveness_grace: Duration = Field(default=120.0, gt=0)
+    """How long the browser may stay impossible to launch before `/healthz` fails (Kubernetes then restarts the sidecar container, never Grafana's)."""
 
     @field_validator("timeout", "image_budget")
     @classmethod

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from sidecar.capture.urls import human_link
 from sidecar.delivery.outbox_db import StoredImage
 from sidecar.flashduty.errors import FlashdutyError, FlashdutyRateLimited
 from sidecar.flashduty.payload import MAX_HREF
@@ -39,6 +39,8 @@ class CaptureResultLike(Protocol):
     @property
     def image(self) -> bytes | None: ...
     @property
+    def content_type(self) -> str | None: ...  # set with ``image``
+    @property
     def detail(self) -> str: ...
     @property
     def cls(self) -> Any: ...  # CaptureClass, a StrEnum
@@ -54,7 +56,7 @@ class CaptureLike(Protocol):
 
 
 class UploaderLike(Protocol):
-    async def upload(self, data: bytes, *, priority: int, timeout: float | None = None) -> str: ...
+    async def upload(self, data: bytes, *, content_type: str, priority: int, timeout: float | None = None) -> str: ...
 
 
 def _capture_reason(cls: str, detail: str, timeout: float) -> str:
@@ -172,10 +174,15 @@ class PictureSet:
             pic.state = "failed"
             pic.reason = _capture_reason(pic.cls, result.detail, self._capture_timeout)
             return
+        if not result.content_type:  # the capture service always sets it with the image
+            pic.state, pic.reason = "failed", "capture failed: a picture without a content type"
+            return
         pic.state = "uploading"
         try:
             timeout = None if self._upload_deadline is None else self._upload_deadline - self._clock()
-            pic.image_key = await self._uploader.upload(result.image, priority=self._priority, timeout=timeout)
+            pic.image_key = await self._uploader.upload(
+                result.image, content_type=result.content_type, priority=self._priority, timeout=timeout
+            )
         except FlashdutyError as e:
             pic.state, pic.reason = "failed", _upload_reason(e)
             pic.upload_outcome = "rate_limited" if isinstance(e, FlashdutyRateLimited) else "failed"
@@ -248,19 +255,3 @@ class PictureSet:
             {"alt": p.alt, "outcome": p.upload_outcome if p.state != "uploading" else "pending"} for p in self.pictures
         ]
         return {"captures": captures, "uploads": uploads}
-
-
-def human_link(render_url: str) -> str:
-    """The link an on-call engineer clicks: the panel in Grafana's UI, not the renderer's page.
-
-    ``/d-solo/<uid>/<slug>?panelId=4&from&to&var-x&render=1`` → ``/d/<uid>/<slug>?viewPanel=4&from&to&var-x``;
-    a whole-dashboard capture loses ``kiosk``; ``theme`` and ``render`` are the renderer's, dropped.
-    """
-    parts = urlsplit(render_url)
-    path = parts.path.replace("/d-solo/", "/d/", 1)
-    params = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in ("render", "kiosk", "theme"):
-            continue
-        params.append(("viewPanel" if key == "panelId" else key, value))
-    return urlunsplit((parts.scheme, parts.netloc, path, urlencode(params, quote_via=quote, safe="/:"), ""))

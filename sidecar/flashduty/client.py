@@ -32,6 +32,7 @@ from typing import Any
 
 import aiohttp
 
+from sidecar.capture.images import MAX_IMAGE_BYTES, upload_filename
 from sidecar.config import FlashdutyConfig
 from sidecar.metrics import Metrics
 from sidecar.model import PRIORITY
@@ -52,18 +53,11 @@ __all__ = ["LIST_RATE", "MAX_IMAGE_BYTES", "MAX_LIST_SPAN", "FlashdutyClient"]
 
 log = logging.getLogger("sidecar.flashduty")
 
-MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MAX_LIST_SPAN = 31 * 86400  # /alert/list rejects longer windows
 LIST_RATE = (50, 1000)  # per second, per minute (per account, Open API)
 MAX_LIST_PAGES = 1000  # per slice: a runaway cursor must not loop forever
 REQUEST_ID_HEADER = "Flashcat-Request-Id"
 USER_AGENT = "flashduty-sidecar/0.1"
-
-_IMAGE_TYPES = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF8", "image/gif"),
-)
 
 
 @dataclass(frozen=True)
@@ -81,15 +75,6 @@ _KEY_HINT = {
     "integration_key": "FLASHDUTY_INTEGRATION_KEY / flashduty.integration_key",
     "app_key": "FLASHDUTY_APP_KEY / flashduty.app_key",
 }
-
-
-def _content_type(data: bytes) -> str:
-    for magic, ctype in _IMAGE_TYPES:
-        if data.startswith(magic):
-            return ctype
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "application/octet-stream"
 
 
 class FlashdutyClient:
@@ -133,22 +118,22 @@ class FlashdutyClient:
         self,
         data: bytes,
         *,
+        content_type: str,
         priority: int = 2,
-        filename: str = "panel.png",
         deadline: float | None = None,
     ) -> str:
-        """Upload one picture (≤ 5 MB) and return its ``image_key``."""
+        """Upload one picture (≤ 5 MB) of ``content_type`` and return its ``image_key``."""
         if len(data) > MAX_IMAGE_BYTES:
             raise FlashdutyError(
                 f"image is {len(data)} bytes; Flashduty accepts at most {MAX_IMAGE_BYTES} (5 MB)",
                 endpoint=UPLOAD.name,
                 code="EntityTooLarge",
             )
-        ctype = _content_type(data)
+        filename = upload_filename(content_type)
 
         def form() -> aiohttp.FormData:
             fd = aiohttp.FormData()
-            fd.add_field("image", data, filename=filename, content_type=ctype)
+            fd.add_field("image", data, filename=filename, content_type=content_type)
             return fd  # a FormData can be sent once: build one per attempt
 
         try:

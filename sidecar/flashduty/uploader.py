@@ -55,14 +55,6 @@ _SCHEMA = (
 )
 
 
-def _filename(data: bytes) -> str:
-    if data.startswith(b"\xff\xd8\xff"):
-        return "panel.jpg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "panel.webp"
-    return "panel.png"
-
-
 class _Store:
     """Synchronous SQLite access; every method is called from a worker thread, under the lock."""
 
@@ -127,7 +119,7 @@ class _Flight:
 
 
 class ImageUploader:
-    """``upload(bytes) → image_key`` with content dedup; see the module docstring."""
+    """``upload(bytes, content_type=…) → image_key`` with content dedup; see the module docstring."""
 
     def __init__(
         self,
@@ -154,8 +146,9 @@ class ImageUploader:
         """A config reload: ``delivery.image_cache_ttl`` applies to lookups from now on."""
         self._store.ttl = delivery.image_cache_ttl
 
-    async def upload(self, data: bytes, *, priority: int, timeout: float | None = None) -> str:
-        """The ``image_key`` of ``data``: remembered, shared with an upload in flight, or uploaded.
+    async def upload(self, data: bytes, *, content_type: str, priority: int, timeout: float | None = None) -> str:
+        """The ``image_key`` of ``data`` (a picture of ``content_type``): remembered, shared with an
+        upload in flight, or uploaded.
 
         A shared upload runs with the ``priority`` and ``deadline`` of the caller that started it;
         when it gives up at that deadline (rate limited), a caller with a later one tries again.
@@ -165,7 +158,7 @@ class ImageUploader:
         while True:
             flight = self._inflight.get(digest)
             if flight is None:
-                flight = self._start(digest, data, priority, deadline)
+                flight = self._start(digest, data, content_type, priority, deadline)
             else:
                 self._metrics.image_cache.labels("shared").inc()
             try:
@@ -175,9 +168,9 @@ class ImageUploader:
                     raise
                 # the quota did not come back by the deadline of the caller that started it: ours is later
 
-    def _start(self, digest: str, data: bytes, priority: int, deadline: float | None) -> _Flight:
+    def _start(self, digest: str, data: bytes, content_type: str, priority: int, deadline: float | None) -> _Flight:
         task = asyncio.create_task(
-            self._lookup_or_upload(digest, data, priority=priority, deadline=deadline),
+            self._lookup_or_upload(digest, data, content_type, priority=priority, deadline=deadline),
             name=f"image upload {digest[:12]}",
         )
         flight = self._inflight[digest] = _Flight(task, deadline)
@@ -221,7 +214,9 @@ class ImageUploader:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._db(self._store.close)
 
-    async def _lookup_or_upload(self, digest: str, data: bytes, *, priority: int, deadline: float | None) -> str:
+    async def _lookup_or_upload(
+        self, digest: str, data: bytes, content_type: str, *, priority: int, deadline: float | None
+    ) -> str:
         try:
             cached = await self._db(self._store.get, digest, self._clock())
         except sqlite3.Error as e:
@@ -231,7 +226,7 @@ class ImageUploader:
             self._metrics.image_cache.labels("hit").inc()
             return cached
         self._metrics.image_cache.labels("miss").inc()
-        key = await self._client.upload_image(data, priority=priority, filename=_filename(data), deadline=deadline)
+        key = await self._client.upload_image(data, content_type=content_type, priority=priority, deadline=deadline)
         try:
             await self._db(self._store.put, digest, key, self._clock())
         except sqlite3.Error as e:

@@ -34,11 +34,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
-from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from sidecar.capture.urls import parse_grafana_url
 from sidecar.config import Config, PanelConfig
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, EventStatus, PanelCapture
@@ -164,20 +164,15 @@ def _fingerprint(labels: Mapping[str, str]) -> str:
 
 
 def panels_from_url(url: str) -> list[PanelConfig]:
-    """``…/d/<uid>/<slug>?viewPanel=<id>`` (or ``/d-solo/<uid>?panelId=<id>``) → a panel."""
-    if not url:
+    """The panel a ``panelURL``/``dashboardURL`` names (``urls.parse_grafana_url``), if any."""
+    parsed = parse_grafana_url(url)
+    if parsed is None:
         return []
-    parts = urlsplit(url)
-    segs = [s for s in parts.path.split("/") if s]
-    for i, seg in enumerate(segs[:-1]):
-        if seg in ("d", "d-solo"):
-            query = parse_qs(parts.query)
-            pid = (query.get("viewPanel") or query.get("panelId") or [""])[0]
-            try:
-                return [PanelConfig.model_validate({"dashboard": segs[i + 1], "panel": pid or None})]
-            except ValidationError:
-                return []
-    return []
+    dashboard, panel, _org = parsed
+    try:
+        return [PanelConfig.model_validate({"dashboard": dashboard, "panel": panel})]
+    except ValidationError:
+        return []
 
 
 def alert_panels(alert: WebhookAlertIn, cfg: Config) -> list[PanelConfig]:

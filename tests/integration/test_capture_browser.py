@@ -23,9 +23,9 @@ from aiohttp.typedefs import Handler
 from PIL import Image, ImageChops
 from pydantic import SecretStr
 
-from sidecar.capture import browser as browser_module
-from sidecar.capture.browser import chromium_processes
-from sidecar.capture.grafana import CaptureClass
+from sidecar.capture import pool as pool_module
+from sidecar.capture.errors import CaptureClass
+from sidecar.capture.proc import chromium_processes
 from sidecar.capture.service import CaptureService, capture_once
 from sidecar.config import BasicAuth, CaptureConfig, GrafanaConfig, parse_config
 from sidecar.metrics import Metrics
@@ -426,9 +426,9 @@ async def settled(service: CaptureService, expected: int) -> None:
 
 def idle_page_urls(service: CaptureService) -> list[str]:
     """URLs of the pages of the current browser's contexts (white-box: for the reset check)."""
-    inst = service.browser._current
+    inst = service.browser._sup.current
     assert inst is not None
-    return [page.url for ctx in inst.browser.contexts for page in ctx.pages]
+    return [page.url for ctx in inst.chromium.browser.contexts for page in ctx.pages]
 
 
 async def test_a_context_serves_context_reuse_captures_then_a_fresh_one_replaces_it(env: Env) -> None:
@@ -524,9 +524,9 @@ async def test_an_idle_page_that_crashed_is_not_reused(env: Env) -> None:
     try:
         assert (await service.capture(panel("1", time_from="now-51m"))).cls is CaptureClass.OK
         await eventually(lambda: idle_page_urls(service) == ["about:blank"], "the page reset")
-        inst = browser._current  # white-box: crash the renderer of the idle page
+        inst = browser._sup.current  # white-box: crash the renderer of the idle page
         assert inst is not None
-        idle = inst.browser.contexts[0].pages[0]
+        idle = inst.chromium.browser.contexts[0].pages[0]
         crashed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         idle.once("crash", lambda _page: crashed.set_result(True))
         cdp = await idle.context.new_cdp_session(idle)
@@ -582,7 +582,7 @@ async def test_concurrent_captures_share_a_pool_of_at_most_concurrency_contexts(
 
 
 async def test_an_unused_pool_shrinks_to_one_idle_context(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(browser_module, "POOL_IDLE_S", 0.6)
+    monkeypatch.setattr(pool_module, "POOL_IDLE_S", 0.6)
     service, _ = await new_service(grafana_cfg(env.url), concurrency=3, context_reuse=100)
     browser = service.browser
     try:
@@ -624,5 +624,5 @@ capture: {{browser_path: "/nonexistent/chromium"}}
     )
     result = await capture_once(cfg, panel("1"), out)
     assert result.cls is CaptureClass.ERROR and result.image is None
-    assert result.detail.startswith("cannot launch Chromium")
+    assert result.detail == "capture.browser_path: /nonexistent/chromium is not an executable file"
     assert not os.path.exists(out)

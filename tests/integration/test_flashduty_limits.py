@@ -20,6 +20,7 @@ from sidecar_sandbox.flashduty import FlashdutySandbox
 
 KEY = "fd-int-5ecret-limits-0123456789"
 SCALE = 20.0
+PNG = "image/png"
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,7 @@ async def test_120_uploads_never_exceed_any_window_and_get_no_429(
 ) -> None:
     sb, client = env
     started = time.monotonic()
-    keys = await asyncio.gather(*(client.upload_image(png(i), priority=i % 4) for i in range(120)))
+    keys = await asyncio.gather(*(client.upload_image(png(i), content_type=PNG, priority=i % 4) for i in range(120)))
     elapsed = time.monotonic() - started
     assert len(set(keys)) == 120
     seen = scope(sb, "upload")
@@ -72,7 +73,9 @@ async def test_push_burst_and_an_ok_push_never_wait_behind_uploads(
     env: tuple[FlashdutySandbox, FlashdutyClient],
 ) -> None:
     sb, client = env
-    uploads = [asyncio.ensure_future(client.upload_image(png(1000 + i))) for i in range(60)]  # > 50: queued
+    uploads = [
+        asyncio.ensure_future(client.upload_image(png(1000 + i), content_type=PNG)) for i in range(60)
+    ]  # > 50: queued
     await asyncio.sleep(0.2)
     assert client.limiters["upload"].waiting > 0
     started = time.monotonic()

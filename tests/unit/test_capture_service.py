@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from sidecar.capture.browser import chromium_processes, process_memory_bytes
-from sidecar.capture.grafana import CaptureClass
+from sidecar.capture.errors import CaptureClass, CaptureError
+from sidecar.capture.proc import chromium_processes, process_memory_bytes
 from sidecar.capture.service import CaptureResult, CaptureService, request_from_config
 from sidecar.config import CaptureConfig, GrafanaConfig, parse_config
 from sidecar.metrics import Metrics
@@ -274,3 +274,21 @@ def test_proc_helpers_find_processes_by_marker_and_sum_memory(tmp_path: Path) ->
             child.stdout.close()
     assert chromium_processes([marker]) == []
     assert process_memory_bytes([child.pid]) == 0
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "not executable"])
+async def test_a_browser_path_that_is_no_executable_file_fails_start_in_one_line(tmp_path: Path, kind: str) -> None:
+    path = {"missing": "/nonexistent", "directory": str(tmp_path), "not executable": str(tmp_path / "chrome")}[kind]
+    (tmp_path / "chrome").write_text("#!/bin/sh\n")
+    service = CaptureService(
+        grafana=GrafanaConfig(url="http://grafana:3000"),
+        capture=CaptureConfig(browser_path=path),
+        metrics=Metrics(),
+    )
+    try:
+        with pytest.raises(CaptureError) as info:
+            await service.start()
+        assert str(info.value) == f"capture.browser_path: {path} is not an executable file"
+        assert service.browser_down_for() == 0.0  # a config error, not a browser that is down
+    finally:
+        await service.close()

@@ -28,11 +28,13 @@ from sidecar.flashduty.payload import ImageRef, build_payload
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, alert_key
 from sidecar_sandbox.flashduty import FlashdutySandbox
+from tests.support.recorder import upload_recorder
 from tests.support.wait import eventually
 
 KEY = "fd-int-5ecret-c1ient-0123456789"
 APP_KEY = "fd-app-5ecret-c1ient-abcdef"
 DAY = 86400
+PNG = "image/png"
 
 
 def png(n: int) -> bytes:
@@ -92,7 +94,7 @@ async def test_upload_then_push_with_the_image(
     client: FlashdutyClient, sandbox: tuple[FlashdutySandbox, str], metrics: Metrics
 ) -> None:
     sb, _ = sandbox
-    image_key = await client.upload_image(png(1), priority=1)
+    image_key = await client.upload_image(png(1), content_type=PNG, priority=1)
     assert image_key.startswith("img_")
     e = an_event()
     key = await client.push_alert(build_payload(e, [ImageRef(image_key, "Error rate")]))
@@ -116,7 +118,7 @@ async def test_ok_push_resolves(client: FlashdutyClient, sandbox: tuple[Flashdut
 async def test_injected_session_is_used_and_not_closed(sandbox: tuple[FlashdutySandbox, str]) -> None:
     async with aiohttp.ClientSession() as session:
         c = FlashdutyClient(cfg(sandbox[1]), metrics=Metrics(), session=session)
-        await c.upload_image(png(2))
+        await c.upload_image(png(2), content_type=PNG)
         await c.close()
         assert not session.closed
 
@@ -132,7 +134,7 @@ async def test_401_names_the_integration_key_and_is_not_retried(
     sb.add_fault("401", endpoint=endpoint)  # every request, until cleared
     with pytest.raises(FlashdutyAuthError) as info:
         if endpoint == "upload":
-            await client.upload_image(png(3))
+            await client.upload_image(png(3), content_type=PNG)
         else:
             await client.push_alert(build_payload(an_event(), []))
     e = info.value
@@ -152,7 +154,7 @@ async def test_wrong_key_on_push_400_invalid_parameter_is_an_auth_error(
         with pytest.raises(FlashdutyAuthError, match=r"integration_key rejected \(400 InvalidParameter\)"):
             await c.push_alert(build_payload(an_event(), []))
         with pytest.raises(FlashdutyAuthError, match=r"integration_key rejected \(401 Unauthorized\)"):
-            await c.upload_image(png(4))
+            await c.upload_image(png(4), content_type=PNG)
     finally:
         await c.close()
 
@@ -203,7 +205,7 @@ async def test_error_inside_a_200_is_a_failure(
 ) -> None:
     sandbox[0].add_fault("error_in_200", endpoint="upload", count=1)
     with pytest.raises(FlashdutyError) as info:
-        await client.upload_image(png(5))
+        await client.upload_image(png(5), content_type=PNG)
     e = info.value
     assert (e.status, e.code, e.retryable) == (200, "InternalError", True)
     assert "error in a 2xx body" in str(e) and e.request_id
@@ -231,7 +233,7 @@ async def test_connection_refused_is_retryable() -> None:
     c = FlashdutyClient(cfg(f"http://127.0.0.1:{port}"), metrics=Metrics())
     try:
         with pytest.raises(FlashdutyConnectionError) as info:
-            await c.upload_image(png(6))
+            await c.upload_image(png(6), content_type=PNG)
         assert info.value.retryable
     finally:
         await c.close()
@@ -241,8 +243,20 @@ async def test_too_big_image_is_refused_before_sending(
     client: FlashdutyClient, sandbox: tuple[FlashdutySandbox, str]
 ) -> None:
     with pytest.raises(FlashdutyError, match="at most 5242880") as info:
-        await client.upload_image(png(0) + b"\0" * (5 * 1024 * 1024))
+        await client.upload_image(png(0) + b"\0" * (5 * 1024 * 1024), content_type=PNG)
     assert not info.value.retryable and requests(sandbox[0], "upload") == 0
+
+
+async def test_the_content_type_given_is_the_one_sent_with_its_file_name() -> None:
+    async with upload_recorder() as (url, seen):
+        c = FlashdutyClient(cfg(url), metrics=Metrics())
+        try:
+            # the bytes say PNG every time: the type comes from the caller, nothing sniffs it
+            for ctype in ("image/png", "image/jpeg", "image/webp"):
+                assert await c.upload_image(png(50), content_type=ctype)
+        finally:
+            await c.close()
+    assert seen == [("panel.png", "image/png"), ("panel.jpg", "image/jpeg"), ("panel.webp", "image/webp")]
 
 
 # ---------------------------------------------------------------------------- 429 and the shared gate
@@ -262,10 +276,10 @@ async def test_429_retry_after_seconds_waits_and_gates_other_requests(
     sb, _ = sandbox
     sb.add_fault("429", endpoint="upload", count=1, retry_after="1")
     started = time.monotonic()
-    first = asyncio.ensure_future(client.upload_image(png(7), priority=3))
+    first = asyncio.ensure_future(client.upload_image(png(7), content_type=PNG, priority=3))
     gate = await _wait_for_gate(client, "upload")
     assert started + 0.9 < gate <= time.monotonic() + 1.05  # Retry-After: 1, counted from the 429
-    second = await client.upload_image(png(8), priority=0)  # an unrelated, urgent upload
+    second = await client.upload_image(png(8), content_type=PNG, priority=0)  # an unrelated, urgent upload
     assert time.monotonic() >= gate - 0.01, "the gate must hold back every request to the quota"
     assert (await first).startswith("img_") and second.startswith("img_")
     assert requests(sb, "upload") == 3  # 429, then the two uploads: the caller saw no failure
@@ -273,7 +287,7 @@ async def test_429_retry_after_seconds_waits_and_gates_other_requests(
     assert sample(metrics, "uploads_total", outcome="ok") == 2
     # pushes have their own quota: not gated
     sb.add_fault("429", endpoint="upload", count=1, retry_after="2")
-    gated = asyncio.ensure_future(client.upload_image(png(9)))
+    gated = asyncio.ensure_future(client.upload_image(png(9), content_type=PNG))
     gate = await _wait_for_gate(client, "upload")
     await client.push_alert(build_payload(an_event(), []))
     assert time.monotonic() < gate and not gated.done()  # pushed while uploads were held back
@@ -311,14 +325,14 @@ async def test_429_past_the_deadline_raises_rate_limited(
     sb.add_fault("429", endpoint="upload", count=1, retry_after="30")
     started = time.monotonic()
     with pytest.raises(FlashdutyRateLimited) as info:
-        await client.upload_image(png(10), deadline=started + 2.0)
+        await client.upload_image(png(10), content_type=PNG, deadline=started + 2.0)
     assert time.monotonic() - started < 1.5  # no point waiting: the gate opens after the deadline
     assert info.value.retryable and info.value.retry_after is not None and 28 < info.value.retry_after <= 30
     assert requests(sb, "upload") == 1
     assert sample(metrics, "uploads_total", outcome="rate_limited") == 1
     # a waiter queued behind the gate also gives up at its deadline
     with pytest.raises(FlashdutyRateLimited):
-        await client.upload_image(png(11), deadline=time.monotonic() + 0.1)
+        await client.upload_image(png(11), content_type=PNG, deadline=time.monotonic() + 0.1)
     assert requests(sb, "upload") == 1
 
 
@@ -329,12 +343,12 @@ async def test_priority_critical_enqueued_after_info_goes_first(sandbox: tuple[F
     sb.add_fault("hang", endpoint="upload", seconds=1, count=1)  # the first holds its slot for 1 s
     limiter = c.limiters["upload"]
     try:
-        first = asyncio.ensure_future(c.upload_image(png(30), priority=3))
+        first = asyncio.ensure_future(c.upload_image(png(30), content_type=PNG, priority=3))
         await eventually(lambda: limiter.in_flight == 1, "the first upload admitted")
-        infos = [asyncio.ensure_future(c.upload_image(png(31 + i), priority=3)) for i in range(3)]
+        infos = [asyncio.ensure_future(c.upload_image(png(31 + i), content_type=PNG, priority=3)) for i in range(3)]
         await eventually(lambda: limiter.waiting == 3, "three Info uploads queued")
         assert limiter.in_flight == 1 and not first.done()  # nobody overtook the first one
-        critical = asyncio.ensure_future(c.upload_image(png(40), priority=1))
+        critical = asyncio.ensure_future(c.upload_image(png(40), content_type=PNG, priority=1))
         keys = await asyncio.gather(first, critical, *infos)
     finally:
         await c.close()
@@ -421,18 +435,18 @@ async def test_no_key_in_any_exception_or_log_record(
     ]
     sandboxed, redirected, refused = clients
     try:
-        assert await sandboxed.upload_image(png(24))  # a successful round trip logs too (debug)
+        assert await sandboxed.upload_image(png(24), content_type=PNG)  # a successful round trip logs too (debug)
         sb.add_fault("401", endpoint="upload", count=1)
         sb.add_fault("status", endpoint="push", status=500, count=1)
         sb.add_fault("hang", endpoint="push", seconds=5, count=1)
         sb.add_fault("429", endpoint="upload", count=1, retry_after="30")
         calls: list[Any] = [
-            sandboxed.upload_image(png(20)),
+            sandboxed.upload_image(png(20), content_type=PNG),
             sandboxed.push_alert(build_payload(an_event(), [])),
             sandboxed.push_alert(build_payload(an_event(), [])),
-            sandboxed.upload_image(png(21), deadline=time.monotonic() + 0.2),
-            redirected.upload_image(png(22)),
-            refused.upload_image(png(23)),
+            sandboxed.upload_image(png(21), content_type=PNG, deadline=time.monotonic() + 0.2),
+            redirected.upload_image(png(22), content_type=PNG),
+            refused.upload_image(png(23), content_type=PNG),
         ]
         for call in calls:
             try:
