@@ -220,7 +220,8 @@ async def walk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(BASE))
     events: list[AlertEvent] = []
-    level = logging.getLogger().level
+    loggers = [logging.getLogger(n) for n in ("", "apscheduler", "aiohttp.access", "asyncio")]
+    levels = [lg.level for lg in loggers]  # log.level is applied live: put the test process's back
     daemon = Daemon(
         load_config(path), options=Options(config_path=str(path), watch_interval=0.2, on_event=events.append)
     )
@@ -233,7 +234,8 @@ async def walk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     finally:
         await daemon.stop()
         await boxes.close()
-        logging.getLogger().setLevel(level)
+        for lg, lvl in zip(loggers, levels, strict=True):
+            lg.setLevel(lvl)
 
 
 def reloads(w: Walk, outcome: str) -> float:
