@@ -47,7 +47,8 @@ from PIL import Image, ImageDraw
 from sidecar.capture.service import CaptureClass, CaptureResult
 from sidecar.config import Config
 from sidecar.delivery.outbox import Outbox
-from sidecar.delivery.pipeline import DeliveryPipeline, PipelineSettings
+from sidecar.delivery.pipeline import DeliveryPipeline
+from sidecar.delivery.push_slots import PipelineSettings
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics

@@ -38,7 +38,8 @@ from sidecar.capture.errors import CaptureError
 from sidecar.capture.service import CaptureService
 from sidecar.config import Config
 from sidecar.delivery.outbox import OUTBOX_FILE, Outbox
-from sidecar.delivery.pipeline import DeliveryPipeline, PipelineSettings
+from sidecar.delivery.pipeline import DeliveryPipeline
+from sidecar.delivery.push_slots import PipelineSettings
 from sidecar.delivery.reconcile import reconcile
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader

@@ -12,13 +12,10 @@ pictures", even in a burst:
 * a delivery captures all panels and uploads each usable picture concurrently (upload priority
   = event priority), waits until they are all settled or its picture deadline passes, and
   pushes with what it has; each missing picture gets a line in the description saying why.
-  The deadline makes the budget hold end to end (put → Flashduty): it is the claim time plus
-  the budget, minus the time the event already spent queued, minus a push reserve (10 % of
-  the budget, ≤ 1 s); never less than the reserve itself (a retry still picks up cached
-  pictures);
-* pushes go through ``delivery.workers`` slots (``_PushSlots``), served by priority (Ok first);
+  The deadline makes the budget hold end to end (``PipelineSettings.picture_deadline``);
+* pushes go through ``delivery.workers`` slots (``PushSlots``, ``push_slots.py``), served by priority (Ok first);
   the push is never bounded by a deadline: the alert must go out;
-* late pictures keep coming in the background; when they are in, the event's **follow-up** is
+* late pictures keep coming in the background (``background.py``); when they are in, the event's **follow-up** is
   put in the outbox (a picture that came in during the push itself, after the payload was
   built, is late too): a durable row of kind ``followup`` carrying the already uploaded image
   keys (no re-capture), pushed as an update with the same status and title and every picture.
@@ -29,33 +26,25 @@ pictures", even in a burst:
   kept on the row), permanent ones (401, other 4xx) go to the dead letters at once; a 429 is
   waited out inside the client and never spends an attempt.
 
-One canonical log line per delivery (logger ``sidecar.delivery``)::
-
-    delivered Critical HighErrorRate fds:ab12cd34… pictures 2/2 in 1.84s
-
-with ``extra`` = rule, alert_key, status, captures [{alt, cls, ms}], uploads [{alt, outcome}],
-duration_ms, outcome (delivered | followup | dropped_stale | retry | dead_letter | superseded).
+One canonical log line per delivery (``logline.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import heapq
-import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
 
-from sidecar.config import Config
-from sidecar.delivery.outbox import FOLLOWUP_PRIORITY_OFFSET, FailResult, Outbox, OutboxItem, StoredImage
+from sidecar.delivery.background import Background
+from sidecar.delivery.logline import log_delivery
+from sidecar.delivery.outbox import FOLLOWUP_PRIORITY_OFFSET, FailResult, Outbox, OutboxItem
 from sidecar.delivery.pictures import CaptureLike, PictureSet, UploaderLike
+from sidecar.delivery.push_slots import PipelineSettings, PushSlots
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.errors import FlashdutyError, FlashdutyRateLimited
-from sidecar.flashduty.payload import RESERVED_PREFIXES, ImageRef, build_payload
+from sidecar.flashduty.payload import ImageRef, build_payload
 from sidecar.metrics import Metrics
 
 __all__ = ["DeliveryPipeline", "PipelineSettings"]
@@ -65,76 +54,6 @@ log = logging.getLogger("sidecar.delivery")
 IDLE_POLL = 5.0  # dispatcher wakes at least this often (gauges, heartbeat)
 MAX_IN_FLIGHT = 256
 FOLLOWUP_WINDOW = 600.0  # how long late pictures may take before they are abandoned
-PUSH_RESERVE = 0.1  # share of the image budget kept for the push itself...
-MAX_PUSH_RESERVE = 1.0  # ... at most this many seconds
-
-
-class _PushSlots:
-    """At most ``n`` pushes at once; waiters are served by priority, FIFO within one."""
-
-    def __init__(self, n: int) -> None:
-        self._n = self._free = n
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-
-    @contextlib.asynccontextmanager
-    async def acquire(self, priority: int) -> AsyncIterator[None]:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-        else:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            heapq.heappush(self._waiters, (priority, next(self._seq), fut))
-            try:
-                await fut
-            except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
-                    self._release()  # granted, then cancelled before it could run: hand it on
-                raise
-        try:
-            yield
-        finally:
-            self._release()
-
-    def resize(self, n: int) -> None:
-        """Now at most ``n`` at once; pushes already running over a smaller ``n`` finish first."""
-        self._free += n - self._n
-        self._n = n
-        self._grant()
-
-    def _release(self) -> None:
-        self._free += 1
-        self._grant()
-
-    def _grant(self) -> None:
-        while self._free > 0 and self._waiters:
-            _, _, fut = heapq.heappop(self._waiters)
-            if not fut.done():
-                self._free -= 1
-                fut.set_result(None)
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    """What the pipeline reads of the config; a reload hands it a new one (``reconfigure``)."""
-
-    image_budget: float
-    capture_timeout: float
-    workers: int
-    reserved: Mapping[str, frozenset[str]] = field(default_factory=dict)  # rule → layer_*_reset_* it wrote
-
-    @classmethod
-    def from_config(cls, config: Config) -> PipelineSettings:
-        """Per rule, the ``layer_*_reset_*`` labels its author wrote: only those pass (payload.py)."""
-        return cls(
-            image_budget=config.capture.image_budget,
-            capture_timeout=config.capture.timeout,
-            workers=config.delivery.workers,
-            reserved={r.name: frozenset(k for k in r.labels if k.startswith(RESERVED_PREFIXES)) for r in config.rules},
-        )
-
-
-def _short_key(key: str) -> str:
-    return key[:12] + "…" if len(key) > 12 else key
 
 
 class DeliveryPipeline:
@@ -164,15 +83,16 @@ class DeliveryPipeline:
         self._settings = settings
         self._max_in_flight = max_in_flight
         self._followup_window = followup_window
-        self._slots = _PushSlots(settings.workers)
+        self._slots = PushSlots(settings.workers)
         self._wake = asyncio.Event()
         self._hurry = asyncio.Event()
         self._hurry_at = float("inf")
         self._stopping = False
         self._dispatcher: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self._background: set[asyncio.Task[None]] = set()
-        self._followups: dict[str, tuple[int, asyncio.Task[None]]] = {}  # alert_key → (event id, waiter)
+        self._background = Background(
+            metrics=metrics, outbox=outbox, kick=self.kick, window=followup_window, clock=clock
+        )
         self.heartbeat = clock()
 
     # ------------------------------------------------------------------ lifecycle
@@ -214,7 +134,7 @@ class DeliveryPipeline:
     @property
     def idle(self) -> bool:
         """No delivery, follow-up wait or picture drain in progress."""
-        return not self._inflight and not self._background
+        return not self._inflight and not self._background.tasks
 
     async def stop(self, grace: float) -> None:
         """Stop claiming; let deliveries in flight finish within ``grace`` seconds.
@@ -231,7 +151,7 @@ class DeliveryPipeline:
         self._hurry.set()
         self._wake.set()
         await asyncio.gather(self._dispatcher, return_exceptions=True)
-        for tasks in (self._inflight, self._background):
+        for tasks in (self._inflight, self._background.tasks):
             if tasks:
                 await asyncio.wait(set(tasks), timeout=max(0.0, end - self._clock()))
             for task in tasks:
@@ -265,36 +185,6 @@ class DeliveryPipeline:
         self._inflight.discard(task)
         self._wake.set()  # its key may have a queued successor
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Background work of a delivery (follow-up, drain): tracked until it ends, its failure
-        logged and counted (``stop`` waits for it, then cancels what is left)."""
-        task = asyncio.create_task(coro, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-        return task
-
-    def _background_done(self, task: asyncio.Task[None]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and (e := task.exception()) is not None:
-            self._metrics.background_errors.labels(job=task.get_name().split(" ")[0]).inc()
-            log.error("%s failed: %s", task.get_name(), e, exc_info=e)
-
-    def _abandon_older_followup(self, alert_key: str, event_id: int) -> None:
-        """A newer state of the key was pushed: the late pictures of an older one are useless,
-        and uploading them would only spend the scarce upload quota. Stop waiting for them."""
-        entry = self._followups.get(alert_key)
-        if entry is not None and entry[0] < event_id:
-            entry[1].cancel()
-            log.info(
-                "late pictures of event %d abandoned: a newer event of %s was sent",
-                entry[0], _short_key(alert_key), extra={"alert_key": alert_key, "outcome": "dropped_stale"},
-            )  # fmt: skip
-
-    def _forget_followup(self, alert_key: str, task: asyncio.Task[None]) -> None:
-        entry = self._followups.get(alert_key)
-        if entry is not None and entry[1] is task:
-            del self._followups[alert_key]
-
     def _refresh_gauges(self) -> None:
         self._metrics.queue_depth.set(self._outbox.pending_count())
         self._metrics.oldest_event_age.set(self._outbox.oldest_pending_age(self._wall()))
@@ -323,7 +213,7 @@ class DeliveryPipeline:
                 return
             images, notes = list(item.images), list(item.notes)
         else:
-            deadline = self._picture_deadline(item, started)
+            deadline = self._settings.picture_deadline(started, queued=max(0.0, self._wall() - item.created_at))
             pics = self._pictures(item, started, deadline)
             pics.start()
         try:
@@ -355,19 +245,6 @@ class DeliveryPipeline:
         self._outbox.ack(item.id)
         self._on_delivered(item, started, pics, len(images))
 
-    def _picture_deadline(self, item: OutboxItem, started: float) -> float:
-        """When to stop waiting for pictures and push.
-
-        The budget is end to end, from the event's put to Flashduty's answer: time spent queued
-        in the outbox counts, and a reserve (10 % of the budget, at most 1 s) is kept for the
-        push itself. An event already late (a retry, a restart) still gets the reserve for the
-        pictures that are quick to get (capture cache, image-key cache).
-        """
-        budget = self._settings.image_budget
-        reserve = min(MAX_PUSH_RESERVE, budget * PUSH_RESERVE)
-        queued = max(0.0, self._wall() - item.created_at)
-        return started + max(reserve, budget - reserve - queued)
-
     def _pictures(self, item: OutboxItem, started: float, deadline: float) -> PictureSet:
         ok = item.event.status == "Ok"
         # an Ok's pictures are worth nothing after its push (no follow-up): bound them by its deadline
@@ -395,19 +272,10 @@ class DeliveryPipeline:
         self._metrics.alerts_delivered.labels(ev.status, label).inc()
         self._refresh_gauges()
         if not item.is_followup:
-            self._abandon_older_followup(ev.alert_key, item.id)
+            self._background.newer_sent(ev.alert_key, item.id)
         self._log_line(item, "followup" if item.is_followup else "delivered", started, pics, sent, total)
-        if pics is None:
-            return
-        # ``sent`` is what was ready when the payload was built; a picture may have come in while
-        # the push waited for its slot or its answer (a busy box, a burst): it is late too
-        late = pics.pending or len(pics.ready()) > sent
-        if late and ev.status != "Ok":
-            task = self._spawn(self._follow_up(item, pics, sent, started), f"follow-up {item.id}")
-            self._followups[ev.alert_key] = (item.id, task)
-            task.add_done_callback(functools.partial(self._forget_followup, ev.alert_key))
-        elif pics.pending:
-            self._spawn(self._drain(pics, started + self._settings.image_budget), f"drain {item.id}")  # bounded anyway
+        if pics is not None:
+            self._background.late_pictures(item, pics, sent, started, drain_until=started + self._settings.image_budget)
 
     def _on_failure(self, item: OutboxItem, e: FlashdutyError, pics: PictureSet | None, started: float) -> None:
         ready = pics.ready() if pics is not None else list(item.images)
@@ -422,37 +290,9 @@ class DeliveryPipeline:
         self._refresh_gauges()
         self._log_line(item, result.outcome, started, pics, len(ready), len(item.event.panels), error=e, fail=result)
         if pics is not None and pics.pending:  # finish quietly: the retry finds them in the caches
-            self._spawn(self._drain(pics, started + self._followup_window), f"drain {item.id}")
+            self._background.drain(pics, started + self._followup_window, item.id)
         if result.outcome == "retry":
             self._wake.set()
-
-    async def _follow_up(self, item: OutboxItem, pics: PictureSet, sent: int, started: float) -> None:
-        """Wait for the late pictures; queue them as the event's follow-up."""
-        try:
-            await pics.wait(started + self._followup_window)
-        finally:
-            await pics.aclose()
-        ready = pics.ready()
-        if len(ready) <= sent:
-            log.info(
-                "no late picture for %s %s %s; no follow-up",
-                item.event.status, item.event.rule, _short_key(item.event.alert_key),
-                extra={"alert_key": item.event.alert_key, "rule": item.event.rule, **pics.log_fields()},
-            )  # fmt: skip
-            return
-        fid = self._outbox.put_followup(item.id, item.event, ready, pics.notes(f"{self._followup_window:g}s"))
-        if fid is None:
-            self._log_line(item, "dropped_stale", started, pics, len(ready), pics.total)
-            return
-        self.kick()
-
-    async def _drain(self, pics: PictureSet, until: float) -> None:
-        try:
-            await pics.wait(until)
-        finally:
-            await pics.aclose()
-
-    # ------------------------------------------------------------------ the canonical line
 
     def _log_line(
         self,
@@ -466,42 +306,4 @@ class DeliveryPipeline:
         error: FlashdutyError | None = None,
         fail: FailResult | None = None,
     ) -> None:
-        ev = item.event
-        duration = self._clock() - started
-        verb = {"delivered": "delivered", "followup": "follow-up delivered", "dropped_stale": "dropped stale follow-up"}
-        head = verb.get(outcome, "push failed")
-        msg = f"{head} {ev.status} {ev.rule} {_short_key(ev.alert_key)} pictures {sent}/{total} in {duration:.2f}s"
-        level = logging.INFO
-        if fail is not None and error is not None:
-            if fail.outcome == "retry":
-                msg += f"; retry {fail.attempts} in {fail.delay:.1f}s: {error}"
-                level = logging.WARNING
-            elif fail.outcome == "dead_letter":
-                msg += f"; dead-lettered after {fail.attempts} attempt(s): {error}"
-                level = logging.ERROR
-            else:
-                msg += f"; superseded by a newer event: {error}"
-        fields: dict[str, Any] = pics.log_fields() if pics is not None else _stored_fields(item.images)
-        log.log(
-            level,
-            msg,
-            extra={
-                "rule": ev.rule,
-                "alert_key": ev.alert_key,
-                "status": ev.status,
-                "captures": fields["captures"],
-                "uploads": fields["uploads"],
-                "duration_ms": round(duration * 1000),
-                "outcome": outcome,
-                "followup": item.is_followup,
-                "request_id": error.request_id if error is not None else None,
-            },
-        )
-
-
-def _stored_fields(images: Iterable[StoredImage]) -> dict[str, list[dict[str, Any]]]:
-    imgs = list(images)
-    return {
-        "captures": [{"alt": i.alt, "cls": "earlier", "ms": None} for i in imgs],
-        "uploads": [{"alt": i.alt, "outcome": "earlier"} for i in imgs],
-    }
+        log_delivery(item, outcome, pics, (sent, total, self._clock() - started), error=error, fail=fail)

@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 from sidecar.delivery.outbox import Outbox
-from sidecar.delivery.pipeline import DeliveryPipeline, PipelineSettings
+from sidecar.delivery.pipeline import DeliveryPipeline
+from sidecar.delivery.push_slots import PipelineSettings
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics

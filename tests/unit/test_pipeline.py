@@ -22,9 +22,10 @@ import pytest
 from PIL import Image
 
 from sidecar.capture.service import CaptureClass, CaptureResult
-from sidecar.config import Config
+from sidecar.config import Config, DeliveryConfig
 from sidecar.delivery.outbox import Outbox
-from sidecar.delivery.pipeline import DeliveryPipeline, PipelineSettings, _PushSlots
+from sidecar.delivery.pipeline import DeliveryPipeline
+from sidecar.delivery.push_slots import PipelineSettings, PushSlots
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics
@@ -165,7 +166,7 @@ def delivery_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord
 
 
 async def test_push_slots_serve_by_priority_then_fifo() -> None:
-    slots = _PushSlots(1)
+    slots = PushSlots(1)
     order: list[str] = []
     hold = asyncio.Event()
 
@@ -185,7 +186,7 @@ async def test_push_slots_serve_by_priority_then_fifo() -> None:
 
 
 async def test_push_slot_waiter_cancelled_does_not_leak_the_slot() -> None:
-    slots = _PushSlots(1)
+    slots = PushSlots(1)
     hold = asyncio.Event()
 
     async def holder() -> None:
@@ -207,7 +208,7 @@ async def test_push_slot_waiter_cancelled_does_not_leak_the_slot() -> None:
 
 
 async def test_push_slots_resize_grants_waiters_and_holds_back_when_shrunk() -> None:
-    slots = _PushSlots(1)
+    slots = PushSlots(1)
     running: set[int] = set()
     release = {i: asyncio.Event() for i in range(5)}
 
@@ -456,3 +457,34 @@ async def test_stop_leaves_an_unpushed_event_in_the_outbox(tmp_path: Path) -> No
         item = r.outbox.claim()
         assert item is not None and item.id == eid and item.attempts == 0
         r.sandbox.clear_faults()
+
+
+async def test_an_unexpected_failure_closes_the_pictures_and_keeps_the_event(tmp_path: Path) -> None:
+    """A bug while building the push (here: a description that is not a string) must not leave
+    the event's capture tasks running unowned: they are closed, and the event is kept (here
+    in the dead letters: one attempt allowed) with the error."""
+    async with rig(tmp_path, budget=0.3) as r:
+        r.outbox.reconfigure(DeliveryConfig(max_attempts=1))
+        r.capture.plan["slow"] = (3.0, CaptureClass.OK)
+        bad = dataclasses.replace(ev(panels=(panel("slow"),)), description=5)  # type: ignore[arg-type]
+        r.put(bad)
+
+        def pictures_running() -> list[asyncio.Task[Any]]:
+            return [t for t in asyncio.all_tasks() if t.get_name().startswith("picture ") and not t.done()]
+
+        await r.until(lambda: r.outbox.dead_letter_count() == 1 and r.pipeline.idle, timeout=5)
+        assert not pictures_running(), "a capture task outlived its failed delivery"
+        assert r.sandbox.alerts == []
+        (letter,) = r.outbox.dead_letters.entries()
+        assert letter["alert_key"] == bad.alert_key and "internal error: TypeError" in letter["last_error"]
+
+
+def test_the_picture_deadline_counts_queueing_and_keeps_a_push_reserve() -> None:
+    """On any clock: the budget runs from the put, a reserve (10 %, ≤ 1 s) stays for the push,
+    and an event already late still gets the reserve for quick (cached) pictures."""
+    s = PipelineSettings(image_budget=15.0, capture_timeout=20.0, workers=4)
+    assert s.picture_deadline(1000.0, queued=0.0) == 1000.0 + 15.0 - 1.0
+    assert s.picture_deadline(1000.0, queued=4.0) == 1000.0 + 15.0 - 1.0 - 4.0
+    assert s.picture_deadline(1000.0, queued=60.0) == 1000.0 + 1.0
+    short = PipelineSettings(image_budget=2.0, capture_timeout=20.0, workers=4)
+    assert short.picture_deadline(5.0, queued=0.5) == 5.0 + 2.0 - 0.2 - 0.5
