@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import json
 import logging
 import sqlite3
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import yaml
 
@@ -29,7 +25,6 @@ from sidecar.config import (
     Config,
     ConfigError,
     load_config,
-    parse_duration,
     redacted_dict,
     resolve_config_path,
     secret_values,
@@ -105,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = _COMMANDS[args.command]
+    handler = _COMMANDS.get(args.command) or _tools()[args.command]
     try:
         return handler(args)
     except ConfigError as e:
@@ -136,19 +131,19 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 500 else text[:499] + "…"
 
 
-def _load(args: argparse.Namespace) -> tuple[Config, str]:
+def load_args(args: argparse.Namespace) -> tuple[Config, str]:
     path = resolve_config_path(args.config)
     return load_config(path), path
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg, path = _load(args)
+    cfg, path = load_args(args)
     print(f"{path}: ok ({len(cfg.rules)} rules, {len(cfg.datasources)} datasources)")
     return EXIT_OK
 
 
 def cmd_print_config(args: argparse.Namespace) -> int:
-    cfg, _ = _load(args)
+    cfg, _ = load_args(args)
     print(yaml.safe_dump(redacted_dict(cfg), sort_keys=False, allow_unicode=True), end="")
     return EXIT_OK
 
@@ -169,151 +164,21 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from sidecar.daemon import Daemon
 
-    cfg, path = _load(args)
+    cfg, path = load_args(args)
     setup_logging(level=cfg.log.level, fmt=cfg.log.format, secrets=secret_values(cfg))
     return asyncio.run(Daemon(cfg, config_path=path).run())
 
 
-def cmd_capture(args: argparse.Namespace) -> int:
-    from sidecar.capture.service import capture_once
-    from sidecar.model import PanelCapture
+def _tools() -> dict[str, Callable[[argparse.Namespace], int]]:
+    from sidecar import cli_tools
 
-    cfg, _ = _load(args)
-    setup_logging(level="warning", fmt="text", secrets=secret_values(cfg), stream=sys.stderr)
-    vars_: list[tuple[str, str]] = []
-    for item in args.var:
-        k, sep, v = item.partition("=")
-        if not sep or not k:
-            print(f"--var {item!r}: expected K=V", file=sys.stderr)
-            return EXIT_CONFIG
-        vars_.append((k, v))
-    req = PanelCapture(
-        dashboard=args.dashboard,
-        panel=args.panel,
-        time_from=args.time_from,
-        time_to=args.time_to,
-        vars=tuple(vars_),
-        width=args.width or cfg.capture.width,
-        height=args.height or cfg.capture.height,
-        scale=cfg.capture.scale,
-        theme=cfg.grafana.theme,
-        timezone=cfg.grafana.timezone,
-        format=args.format or cfg.capture.format,
-    )
-    result = asyncio.run(capture_once(cfg, req, args.output))
-    steps = "  ".join(f"{k}={v * 1000:.0f}ms" for k, v in result.steps.items())
-    print(f"class: {result.cls}")
-    print(f"steps: {steps}")
-    print(f"url: {result.url}")
-    if result.detail:
-        print(f"detail: {result.detail}")
-    if result.image is not None:
-        print(f"wrote {args.output} ({len(result.image)} bytes, {result.content_type})")
-    return EXIT_OK if result.cls == "ok" else EXIT_FAIL
-
-
-def cmd_alerts(args: argparse.Namespace) -> int:
-    from sidecar.delivery.alerts_table import format_alerts
-    from sidecar.flashduty.client import FlashdutyClient
-    from sidecar.metrics import Metrics
-
-    cfg, _ = _load(args)
-    setup_logging(level="warning", fmt="text", secrets=secret_values(cfg), stream=sys.stderr)
-    if cfg.flashduty.app_key is None:
-        raise ConfigError(["flashduty.app_key: required for `alerts` (set FLASHDUTY_APP_KEY)"])
-    try:
-        since = parse_duration(args.since)
-    except ValueError as e:
-        print(f"--since: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    is_active = True if args.active else False if args.resolved else None
-
-    async def fetch() -> list[dict[str, Any]]:
-        client = FlashdutyClient(cfg.flashduty, metrics=Metrics())
-        try:
-            now = time.time()
-            return await client.list_alerts(start=now - since, end=now, is_active=is_active)
-        finally:
-            await client.close()
-
-    items = asyncio.run(fetch())
-    print(format_alerts(items, as_json=args.json))
-    return EXIT_OK
-
-
-def cmd_dead_letters(args: argparse.Namespace) -> int:
-
-    from sidecar.delivery.outbox import Outbox
-
-    cfg, _ = _load(args)
-    outbox = Outbox.in_dir(cfg.state_dir)
-    try:
-        if args.action == "list":
-            rows = outbox.dead_letters.entries()
-            if not rows:
-                print("no dead letters")
-            for row in rows:
-                print(json.dumps(row, default=str, ensure_ascii=False))
-            return EXIT_OK
-        if args.ids:
-            n = sum(outbox.dead_letters.retry(i) for i in args.ids)
-        else:
-            n = outbox.dead_letters.retry(None)
-        print(f"requeued {n} event(s); a running daemon delivers them on its next pass")
-        return EXIT_OK
-    finally:
-        outbox.close()
-
-
-# The emulators and the demo live in sidecar_sandbox, a package of the source tree that the
-# container image does not carry: these two subcommands import it lazily, and nothing else in
-# sidecar imports it at all (tests/unit/test_deploy.py checks both).
-NO_SANDBOX = (
-    "{command} needs the sidecar_sandbox package: it is installed with the project from source "
-    "(pip install -e .), not in the container image"
-)
-
-
-def _have_sandbox(command: str) -> bool:
-    """False, after printing the one line, when sidecar_sandbox itself is not installed; an
-    import error inside an installed sidecar_sandbox propagates (a bug, not a missing package)."""
-    try:
-        importlib.import_module("sidecar_sandbox")
-    except ModuleNotFoundError as e:
-        if e.name != "sidecar_sandbox":
-            raise
-        print(NO_SANDBOX.format(command=command), file=sys.stderr)
-        return False
-    return True
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    if not _have_sandbox("demo"):
-        return EXIT_CONFIG
-    from sidecar_sandbox.demo import run_demo
-
-    try:
-        duration = parse_duration(args.duration)
-    except ValueError as e:
-        print(f"--duration: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    return asyncio.run(run_demo(out_dir=args.out, duration=duration, browser_path=args.browser_path))
-
-
-def cmd_sandbox(args: argparse.Namespace) -> int:
-    if not _have_sandbox("sandbox"):
-        return EXIT_CONFIG
-    from sidecar_sandbox.runner import serve_forever
-
-    setup_logging(level="info", fmt="text")
-    return asyncio.run(
-        serve_forever(
-            host=args.host,
-            flashduty_port=args.flashduty_port,
-            grafana_port=args.grafana_port,
-            prometheus_port=args.prometheus_port,
-        )
-    )
+    return {
+        "capture": cli_tools.cmd_capture,
+        "alerts": cli_tools.cmd_alerts,
+        "dead-letters": cli_tools.cmd_dead_letters,
+        "demo": cli_tools.cmd_demo,
+        "sandbox": cli_tools.cmd_sandbox,
+    }
 
 
 _COMMANDS = {
@@ -321,9 +186,4 @@ _COMMANDS = {
     "check-config": cmd_check_config,
     "print-config": cmd_print_config,
     "healthcheck": cmd_healthcheck,
-    "capture": cmd_capture,
-    "alerts": cmd_alerts,
-    "dead-letters": cmd_dead_letters,
-    "demo": cmd_demo,
-    "sandbox": cmd_sandbox,
 }
