@@ -175,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    from sidecar.capture.service import capture_once
+    from sidecar.capture.oneshot import capture_once
     from sidecar.model import PanelCapture
 
     cfg, _ = _load(args)
