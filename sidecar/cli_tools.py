@@ -22,7 +22,7 @@ __all__ = ["cmd_alerts", "cmd_capture", "cmd_dead_letters", "cmd_demo", "cmd_san
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    from sidecar.capture.service import capture_once
+    from sidecar.capture.oneshot import capture_once
     from sidecar.model import PanelCapture
 
     cfg, _ = load_args(args)

@@ -2,7 +2,7 @@
 
 The service-account token wins over basic auth. The same value goes to the dashboard API
 (``dashboards``) and, in the browser, to requests for Grafana's origin only
-(``page.install_auth`` with ``urls.auth_url_pattern``).
+(``network.install_auth`` with ``urls.auth_url_pattern``).
 """
 
 from __future__ import annotations

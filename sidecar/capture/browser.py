@@ -2,8 +2,9 @@
 
 Each capture borrows a context with ``async with manager.lease(options, prepare, reset=...) as
 lease``; ``lease.run`` stops page work at once if the browser dies (``lease``). Contexts come
-from the browser's pool (``pool``: spares, reuse, trim); which browser is current, and its
-relaunch after a crash or a failed launch, is the ``supervisor``'s; launching is ``launcher``'s.
+from the browser's pool (``pool``: spares, reuse, trim; ``options``: which pool fits, which
+option sets get spares); which browser is current, and its relaunch after a crash or a failed
+launch, is the ``supervisor``'s; launching is ``launcher``'s.
 
 The manager recycles the browser gracefully — in-flight captures finish on the old one, then it
 is closed — after ``capture.recycle_after`` captures or when the memory of all its processes
@@ -29,8 +30,9 @@ from playwright.async_api import Playwright, async_playwright
 
 from sidecar.capture.errors import CaptureError, first_line
 from sidecar.capture.launcher import CLOSE_TIMEOUT, find_browser, is_executable_file
-from sidecar.capture.lease import Lease
-from sidecar.capture.pool import ContextPool, OptionSets, Prepare, Reset, options_key, trim_idle
+from sidecar.capture.lease import Lease, Prepare, Reset
+from sidecar.capture.options import OptionSets, options_key
+from sidecar.capture.pool import ContextPool, trim_idle
 from sidecar.capture.proc import chromium_processes, process_memory_bytes
 from sidecar.capture.supervisor import Instance, Supervisor
 from sidecar.config import CaptureConfig
@@ -178,7 +180,7 @@ class BrowserManager:
     ) -> AsyncIterator[Lease[T]]:
         """A context with ``options``, ``prepare`` already run on it, for the block.
 
-        The context comes from the pool of these options (same ``pool.options_key``) when one
+        The context comes from the pool of these options (same ``options.options_key``) when one
         is idle, else it is opened now. After the block it goes back to the pool (``reset`` run
         on it) when the block raised nothing, ``reset`` is given and it has served fewer than
         ``capture.context_reuse`` captures; otherwise it is closed and, unless the lease was

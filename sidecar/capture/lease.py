@@ -1,7 +1,7 @@
 """What a capture holds while it uses a browser context, and how its page work is cut short.
 
 A ``Lease`` is handed out by ``BrowserManager.lease``: what ``prepare`` made of a pooled context
-(the service's page and its request tracking) plus ``run``, which awaits page work but fails at
+(the capture's page and its request tracking: ``run.prepare_page``) plus ``run``, which awaits page work but fails at
 once with ``CaptureError`` when the browser dies or the page crashes (``unless_gone``).
 Playwright fails pending calls when the browser goes away, but a crashed page can leave them
 waiting until the deadline; this reports either at once, whatever call the capture was waiting in.
@@ -10,16 +10,20 @@ waiting until the deadline; this reports either at once, whatever call the captu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from playwright.async_api import BrowserContext
+
 from sidecar.capture.errors import CaptureError
 
-__all__ = ["Lease", "unless_gone"]
+__all__ = ["Lease", "Prepare", "Reset", "unless_gone"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+Prepare = Callable[[BrowserContext], Awaitable[T]]  # makes a fresh context ready for any capture
+Reset = Callable[[T], Awaitable[None]]  # brings what ``prepare`` made back to that state
 
 
 async def unless_gone(coro: Awaitable[T], gone: asyncio.Event, crashed: asyncio.Event | None = None) -> T:

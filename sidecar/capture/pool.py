@@ -11,8 +11,8 @@ nothing is gained by isolating them from each other (grafana-image-renderer's
 The rules:
 
 * after a lease that ended without an exception, the context goes back to the pool of its
-  option set once ``reset`` has run on what ``prepare`` made (the service's: the page goes to
-  ``about:blank``, its request tracking starts over); a failing ``reset`` closes it instead, as
+  option set once ``reset`` has run on what ``prepare`` made (``run.reset_page``: the page goes
+  to ``about:blank``, its request tracking starts over); a failing ``reset`` closes it instead, as
   does a page that crashed or closed while idle (checked when it is taken). Cookies and storage
   stay: every capture uses the same Grafana credentials;
 * a context serves at most ``capture.context_reuse`` captures, then it is closed and a fresh
@@ -25,7 +25,7 @@ The rules:
 * a pool grows with demand up to ``capture.concurrency`` contexts; one that has not been used
   for ``POOL_IDLE_S`` shrinks back to a single idle context (on Debian's ``chromium`` an idle
   context costs about 100 MiB: its window, page and their renderers);
-* pools are kept for the two most recent option sets (``SPARE_OPTION_SETS``), each at most
+* pools are kept for the two most recent option sets (``options.SPARE_OPTION_SETS``), each at most
   ``capture.concurrency`` contexts; closing happens in the background, tracked by the manager
   (its ``close()`` waits for it).
 """
@@ -34,9 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -45,26 +44,19 @@ from playwright.async_api import Error as PlaywrightError
 
 from sidecar.capture.errors import CaptureError, first_line
 from sidecar.capture.launcher import CLOSE_TIMEOUT
-from sidecar.capture.lease import unless_gone
+from sidecar.capture.lease import Prepare, Reset, unless_gone
+from sidecar.capture.options import SPARE_OPTION_SETS, OptionSets
 from sidecar.config import CaptureConfig
 
-__all__ = ["POOL_IDLE_S", "ContextPool", "Opened", "OptionSets", "Prepare", "Reset", "options_key", "trim_idle"]
+__all__ = ["POOL_IDLE_S", "ContextPool", "Opened", "trim_idle"]
 
 T = TypeVar("T")
-Prepare = Callable[[BrowserContext], Awaitable[T]]
-Reset = Callable[[T], Awaitable[None]]
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 
 log = logging.getLogger("sidecar.capture")
 
-SPARE_OPTION_SETS = 2  # pools are kept for this many distinct option sets (most recent first)
 RESET_TIMEOUT = 5.0  # longest a context may take to get ready for its next capture
 POOL_IDLE_S = 30.0  # a pool unused this long keeps a single idle context
-
-
-def options_key(options: Mapping[str, Any]) -> str:
-    """Which pool fits: every context option except the viewport (a page can change that)."""
-    return json.dumps({k: v for k, v in options.items() if k != "viewport"}, sort_keys=True, default=str)
 
 
 @dataclass(eq=False)
@@ -79,30 +71,6 @@ class Opened(Generic[T]):
     def usable(self) -> bool:
         pages = self.context.pages
         return not self.crashed.is_set() and bool(pages) and not any(page.is_closed() for page in pages)
-
-
-class OptionSets:
-    """The option sets that get spares (at most ``SPARE_OPTION_SETS``, least recent first), each
-    with its ``prepare``; shared by the pools of every browser, so a relaunch opens them again."""
-
-    def __init__(self) -> None:
-        self._sets: dict[str, tuple[dict[str, Any], Prepare[Any]]] = {}
-
-    def remember(self, key: str, options: Mapping[str, Any], prepare: Prepare[Any]) -> None:
-        """Keep ``key``'s options and ``prepare`` as the most recent set."""
-        known = self._sets.pop(key, None)
-        self._sets[key] = known or (dict(options), prepare)
-        while len(self._sets) > SPARE_OPTION_SETS:
-            self._sets.pop(next(iter(self._sets)))
-
-    def get(self, key: str) -> tuple[dict[str, Any], Prepare[Any]] | None:
-        return self._sets.get(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._sets))
-
-    def clear(self) -> None:
-        self._sets.clear()
 
 
 async def close_context(ctx: BrowserContext) -> None:

@@ -1,13 +1,14 @@
 """``CaptureService``: the one entry point for panel pictures (delivery pipeline, CLI, demo).
 
-A capture is a list of named, timed steps — ``queue`` (waiting for a slot), ``slug`` (dashboard
-lookup, first time per dashboard), ``context`` (a browser context from the pool, prepared ahead:
-see ``pool``), ``navigate``, ``wait_ready``, ``screenshot``, ``encode``. While the browser cannot be
-launched, a capture fails at once (class ``error``, ``browser unavailable: …``).
+The facade over a warm browser (``browser``), the dashboard directory (``dashboards``) and the
+picture cache (``cache``): start, close, reload, stats, URLs and titles, and ``capture()``.
 Identical concurrent captures share one run (singleflight) and a usable result is reused for
-``capture.cache_ttl``. ``capture()`` never raises for a failed capture: it returns a
-``CaptureResult`` whose ``cls`` says what happened and whose ``detail`` says why, in one sentence
-without secrets. Only cancellation propagates.
+``capture.cache_ttl``; at most ``capture.concurrency`` captures run at a time, and the wait for a
+slot is the ``queue`` step. The other steps — ``slug``, ``context``, ``navigate``,
+``wait_ready``, ``screenshot``, ``encode`` — are one capture's run (``run.CaptureRun``).
+``capture()`` never raises for a failed capture: it returns a ``CaptureResult`` whose ``cls``
+says what happened and whose ``detail`` says why, in one sentence without secrets. Only
+cancellation propagates.
 """
 
 from __future__ import annotations
@@ -15,71 +16,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from playwright.async_api import BrowserContext, Page
-from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import BrowserContext
 
 from sidecar.capture.auth import auth_header
 from sidecar.capture.browser import BrowserManager
+from sidecar.capture.cache import PictureCache
 from sidecar.capture.dashboards import DashboardDirectory
-from sidecar.capture.errors import CaptureClass, CaptureError, CaptureTimeout
-from sidecar.capture.images import MAX_IMAGE_BYTES, encode, usable_as_is
-from sidecar.capture.page import NetworkTracker, install_auth, shoot, timed
+from sidecar.capture.errors import CaptureClass
+from sidecar.capture.options import context_options
+from sidecar.capture.page import timed
+from sidecar.capture.result import CaptureResult
+from sidecar.capture.run import LOOKUP_TIMEOUT, CaptureRun, Prepared, prepare_page, record
 from sidecar.capture.urls import panel_url
-from sidecar.config import CaptureConfig, Config, GrafanaConfig
+from sidecar.config import CaptureConfig, GrafanaConfig
 from sidecar.metrics import Metrics
 from sidecar.model import PanelCapture
 
-__all__ = [
-    "CaptureClass",
-    "CaptureResult",
-    "CaptureService",
-    "capture_once",
-    "request_from_config",
-]
-
-log = logging.getLogger("sidecar.capture")
-
-CACHEABLE = frozenset({CaptureClass.OK, CaptureClass.NO_DATA, CaptureClass.PANEL_ERROR})
-_STALL_GRACE = 5.0  # beyond the capture timeout, a hung browser call is cut off
-_CACHE_MAX = 128
-_CACHE_MAX_BYTES = 64 * 1024 * 1024  # pictures can be MBs each (whole dashboards, scale 2)
-_LOOKUP_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True)
-class CaptureResult:
-    """One capture's outcome. ``image`` is set for ``ok``, ``no_data`` and ``panel_error``."""
-
-    request: PanelCapture
-    cls: CaptureClass
-    image: bytes | None
-    content_type: str | None
-    url: str
-    steps: dict[str, float]  # seconds per named step
-    detail: str  # one human sentence; never contains secrets
-    title: str = ""  # the panel's (or dashboard's) title in Grafana, when it was looked up
-
-    @property
-    def usable(self) -> bool:
-        """An image exists (``timeout``, ``login``, ``not_found`` and ``error`` have none)."""
-        return self.image is not None
-
-    @property
-    def alt(self) -> str:
-        """``images[].alt``: the configured title, else Grafana's title, else ``dashboard/panel``."""
-        return self.request.title or self.title or self.request.alt
-
-    @property
-    def duration(self) -> float:
-        return round(sum(v for k, v in self.steps.items() if k != "queue"), 4)
+__all__ = ["CaptureService"]
 
 
 class CaptureService:
@@ -102,7 +59,7 @@ class CaptureService:
         self._auth = auth_header(grafana)
         self._slots = asyncio.Semaphore(capture.concurrency)
         self._inflight: dict[str, asyncio.Task[CaptureResult]] = {}
-        self._cache: OrderedDict[str, tuple[float, CaptureResult]] = OrderedDict()
+        self._cache = PictureCache(clock)
         self._tasks: set[asyncio.Task[CaptureResult]] = set()
         self._by_class: dict[str, int] = {c.value: 0 for c in CaptureClass}
         self._lookups = {"hit": 0, "shared": 0, "miss": 0}
@@ -128,7 +85,7 @@ class CaptureService:
             theme=self._grafana.theme,
             timezone=self._grafana.timezone,
         )
-        self._browser.prewarm(_context_options(default), self._prepare)
+        self._browser.prewarm(context_options(default), self._prepare)
 
     async def close(self) -> None:
         """Cancel running captures, close contexts, the browser and Playwright."""
@@ -187,7 +144,7 @@ class CaptureService:
         info = self._directory.cached(req.dashboard)
         return panel_url(self._grafana, req, info.slug if info else None)
 
-    async def alt_for(self, req: PanelCapture, *, timeout: float = _LOOKUP_TIMEOUT) -> str:
+    async def alt_for(self, req: PanelCapture, *, timeout: float = LOOKUP_TIMEOUT) -> str:
         """``images[].alt`` for ``req``: its title, else Grafana's panel title, else ``dash/panel``."""
         if req.title:
             return req.title
@@ -204,9 +161,9 @@ class CaptureService:
         """
         key = req.cache_key()
         hit = self._cache.get(key)
-        if hit is not None and hit[0] > self._clock():
+        if hit is not None:
             self._count_lookup("hit")
-            return dataclasses.replace(hit[1], request=req)
+            return dataclasses.replace(hit, request=req)
         task = self._inflight.get(key)
         if task is not None:
             self._count_lookup("shared")
@@ -228,22 +185,7 @@ class CaptureService:
             del self._inflight[key]
         if task.cancelled() or task.exception() is not None:
             return
-        result = task.result()
-        if result.cls in CACHEABLE and self._cfg.cache_ttl > 0:
-            self._cache[key] = (self._clock() + self._cfg.cache_ttl, result)
-            self._cache.move_to_end(key)
-            self._prune()
-
-    def _prune(self) -> None:
-        now = self._clock()
-        for k in [k for k, (exp, _) in self._cache.items() if exp <= now]:
-            del self._cache[k]
-        while len(self._cache) > _CACHE_MAX:
-            self._cache.popitem(last=False)
-        size = sum(len(r.image or b"") for _, r in self._cache.values())
-        while size > _CACHE_MAX_BYTES and len(self._cache) > 1:
-            _, (_, oldest) = self._cache.popitem(last=False)
-            size -= len(oldest.image or b"")
+        self._cache.put(key, task.result(), self._cfg.cache_ttl)
 
     async def _run(self, req: PanelCapture, timeout: float | None) -> CaptureResult:
         steps: dict[str, float] = {}
@@ -257,202 +199,25 @@ class CaptureService:
             self._running -= 1
             self._metrics.captures_in_flight.dec()
             self._slots.release()
-        self._record(result)
+        self._by_class[result.cls.value] += 1
+        record(result, self._metrics)
         return result
 
     async def _capture_now(self, req: PanelCapture, limit: float, steps: dict[str, float]) -> CaptureResult:
-        """Run the steps; every failure becomes a classified result."""
-        deadline = self._clock() + limit
-        state: dict[str, str] = {"url": self.panel_url(req), "title": ""}
-        what = "dashboard" if req.panel is None else "panel"
-        try:
-            async with asyncio.timeout(limit + _STALL_GRACE):
-                return await self._steps(req, deadline, steps, state)
-        except CaptureTimeout as e:
-            waiting = f"; waiting for {e.waiting_for}" if e.waiting_for else ""
-            detail = f"{what} still loading after {limit:g}s (timeout in {e.step}{waiting})"
-            return self._result(req, CaptureClass.TIMEOUT, detail, steps, state)
-        except CaptureError as e:
-            return self._result(req, e.cls, str(e), steps, state)
-        except TimeoutError:
-            detail = f"{what} capture stalled for more than {limit + _STALL_GRACE:g}s (timeout)"
-            return self._result(req, CaptureClass.TIMEOUT, detail, steps, state)
-        except PlaywrightError as e:
-            gone = not self._browser.connected
-            detail = "the browser crashed during the capture" if gone else "the browser failed during the capture"
-            log.debug("capture failed: %s", type(e).__name__)  # never the message: it may list headers
-            return self._result(req, CaptureClass.ERROR, detail, steps, state)
-        except Exception as e:
-            log.exception("capture of %s failed unexpectedly", req.dashboard)
-            return self._result(req, CaptureClass.ERROR, f"capture failed ({type(e).__name__})", steps, state)
-
-    async def _steps(
-        self, req: PanelCapture, deadline: float, steps: dict[str, float], state: dict[str, str]
-    ) -> CaptureResult:
-        self._browser.check_available()  # before the lookup: no capture can run now
-        info = self._directory.cached(req.dashboard)
-        if info is None:
-            with timed(steps, "slug", self._clock):
-                budget = min(_LOOKUP_TIMEOUT, max(deadline - self._clock(), 0.1) / 4)
-                lookup = await self._directory.lookup(req.dashboard, timeout=budget)
-            if lookup.status == 404:
-                detail = f"dashboard {req.dashboard} not found (HTTP 404 from Grafana's dashboard API)"
-                return self._result(req, CaptureClass.NOT_FOUND, detail, steps, state)
-            info = lookup.info
-        if info is not None:
-            state["url"] = panel_url(self._grafana, req, info.slug)
-            state["title"] = info.title_for(req.panel)
-        url = state["url"]
-        options = _context_options(req)
-        async with contextlib.AsyncExitStack() as stack:
-            with timed(steps, "context", self._clock):
-                lease = await stack.enter_async_context(self._browser.lease(options, self._prepare, reset=self._reset))
-                page, tracker = lease.prepared
-                if page.viewport_size != options["viewport"]:  # opened, or last used, at another size
-                    await lease.run(page.set_viewport_size(options["viewport"]))
-            shot = await lease.run(
-                shoot(
-                    page,
-                    tracker,
-                    url=url,
-                    whole_dashboard=req.panel is None,
-                    deadline=deadline,
-                    steps=steps,
-                    clock=self._clock,
-                )
-            )
-        if shot.png is None:
-            return self._result(req, shot.cls, shot.detail, steps, state)
-        with timed(steps, "encode", self._clock):
-            if usable_as_is(shot.png, req.format, MAX_IMAGE_BYTES):
-                image, content_type = shot.png, "image/png"
-            else:
-                image, content_type = await asyncio.to_thread(
-                    encode, shot.png, req.format, self._cfg.quality, MAX_IMAGE_BYTES
-                )
-        return self._result(req, shot.cls, shot.detail, steps, state, image, content_type)
-
-    async def _prepare(self, context: BrowserContext) -> tuple[Page, NetworkTracker]:
-        """What every capture needs before navigating: auth routes, a page, its listeners."""
-        tracker = NetworkTracker(self._grafana.url)
-        await install_auth(context, grafana_url=self._grafana.url, authorization=self._auth, tracker=tracker)
-        page = await context.new_page()
-        tracker.attach(page)
-        return page, tracker
-
-    async def _reset(self, prepared: tuple[Page, NetworkTracker]) -> None:
-        """Ready a used page for the next capture: leave Grafana's page (its scripts, timers and
-        sockets stop, its memory is freed), then forget its requests."""
-        page, tracker = prepared
-        await page.goto("about:blank")
-        tracker.reset()
-
-    def _result(
-        self,
-        req: PanelCapture,
-        cls: CaptureClass,
-        detail: str,
-        steps: dict[str, float],
-        state: dict[str, str],
-        image: bytes | None = None,
-        content_type: str | None = None,
-    ) -> CaptureResult:
-        return CaptureResult(
-            request=req,
-            cls=cls,
-            image=image,
-            content_type=content_type,
-            url=state["url"],
-            steps=dict(steps),
-            detail=detail,
-            title=state["title"],
+        """The steps after ``queue`` (``run.CaptureRun``), with the settings in force now."""
+        run = CaptureRun(
+            req,
+            steps,
+            grafana=self._grafana,
+            quality=self._cfg.quality,
+            browser=self._browser,
+            directory=self._directory,
+            prepare=self._prepare,
+            clock=self._clock,
+            url=self.panel_url(req),
         )
+        return await run.run(limit)
 
-    def _record(self, result: CaptureResult) -> None:
-        """Metrics and the one log line of a capture."""
-        cls = result.cls.value
-        self._by_class[cls] += 1
-        self._metrics.captures.labels(cls=cls).inc()
-        self._metrics.capture_seconds.labels(cls=cls).observe(result.duration)
-        for step, seconds in result.steps.items():
-            self._metrics.capture_step_seconds.labels(step=step).observe(seconds)
-        req = result.request
-        panel = req.panel if req.panel is not None else "-"
-        ms = round(result.duration * 1000)
-        level = logging.INFO if result.cls in (CaptureClass.OK, CaptureClass.NO_DATA) else logging.WARNING
-        log.log(
-            level,
-            "capture %s/%s: %s in %d ms (%s)",
-            req.dashboard,
-            panel,
-            cls,
-            ms,
-            result.detail,
-            extra={
-                "dashboard": req.dashboard,
-                "panel": req.panel,
-                "cls": cls,
-                "steps": {k: round(v * 1000) for k, v in result.steps.items()},
-                "duration_ms": ms,
-            },
-        )
-
-
-def _context_options(req: PanelCapture) -> dict[str, Any]:
-    """The context a capture needs: the panel's size, scale, time zone and colour scheme."""
-    options: dict[str, Any] = {
-        "viewport": {"width": req.width, "height": req.height},
-        "device_scale_factor": req.scale,
-        "locale": "en-US",
-        "color_scheme": "light" if req.theme == "light" else "dark",
-        "reduced_motion": "reduce",
-        "service_workers": "block",
-    }
-    if req.timezone and req.timezone != "browser":
-        options["timezone_id"] = req.timezone
-    return options
-
-
-def request_from_config(
-    cfg: Config,
-    *,
-    dashboard: str,
-    panel: str | None = None,
-    time_from: str = "now-1h",
-    time_to: str = "now",
-    vars: Iterable[tuple[str, str]] = (),
-) -> PanelCapture:
-    """A ``PanelCapture`` with size, scale, theme, time zone and format from the config."""
-    return PanelCapture(
-        dashboard=dashboard,
-        panel=panel,
-        time_from=time_from,
-        time_to=time_to,
-        vars=tuple(vars),
-        width=cfg.capture.width,
-        height=cfg.capture.height,
-        scale=cfg.capture.scale,
-        theme=cfg.grafana.theme,
-        timezone=cfg.grafana.timezone,
-        format=cfg.capture.format,
-    )
-
-
-async def capture_once(cfg: Config, req: PanelCapture, out_path: str) -> CaptureResult:
-    """Start a service, capture ``req``, write the picture to ``out_path`` (if any), close.
-
-    Never raises for a failed capture, not even when Chromium cannot start (class ``error``).
-    """
-    service = CaptureService(grafana=cfg.grafana, capture=cfg.capture, metrics=Metrics())
-    try:
-        try:
-            await service.start()
-        except CaptureError as e:
-            result = CaptureResult(req, CaptureClass.ERROR, None, None, service.panel_url(req), {}, str(e))
-        else:
-            result = await service.capture(req)
-    finally:
-        await service.close()
-    if result.image is not None:
-        await asyncio.to_thread(Path(out_path).write_bytes, result.image)
-    return result
+    async def _prepare(self, context: BrowserContext) -> Prepared:
+        """A pooled context made ready for any capture (``run.prepare_page``), for this Grafana."""
+        return await prepare_page(context, grafana_url=self._grafana.url, authorization=self._auth)

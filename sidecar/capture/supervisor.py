@@ -22,8 +22,9 @@ from playwright.async_api import Playwright
 
 from sidecar.capture.errors import CaptureError, first_line
 from sidecar.capture.launcher import Chromium, launch, shut_down
+from sidecar.capture.options import OptionSets
 from sidecar.capture.outage import Outage
-from sidecar.capture.pool import ContextPool, OptionSets
+from sidecar.capture.pool import ContextPool
 from sidecar.config import CaptureConfig
 from sidecar.metrics import Metrics
 

@@ -32,7 +32,7 @@ State = Literal["capturing", "uploading", "done", "failed"]
 
 
 class CaptureResultLike(Protocol):
-    """What the pipeline reads from ``sidecar.capture.service.CaptureResult``."""
+    """What the pipeline reads from ``sidecar.capture.result.CaptureResult``."""
 
     @property
     def usable(self) -> bool: ...

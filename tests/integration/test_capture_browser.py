@@ -25,8 +25,9 @@ from pydantic import SecretStr
 
 from sidecar.capture import pool as pool_module
 from sidecar.capture.errors import CaptureClass
+from sidecar.capture.oneshot import capture_once
 from sidecar.capture.proc import chromium_processes
-from sidecar.capture.service import CaptureService, capture_once
+from sidecar.capture.service import CaptureService
 from sidecar.config import BasicAuth, CaptureConfig, GrafanaConfig, parse_config
 from sidecar.metrics import Metrics
 from sidecar.model import PanelCapture

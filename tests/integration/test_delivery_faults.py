@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.capture.service import CaptureClass
+from sidecar.capture.errors import CaptureClass
 from tests.support.delivery import FakeCapture, Harness, event, harness, png, sandbox_key
 
 SLACK = 1.0  # scheduling + HTTP slack on top of the image budget (CI boxes are busy)

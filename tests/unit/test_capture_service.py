@@ -12,8 +12,10 @@ import pytest
 from pydantic import SecretStr
 
 from sidecar.capture.errors import CaptureClass, CaptureError
+from sidecar.capture.oneshot import request_from_config
 from sidecar.capture.proc import chromium_processes, process_memory_bytes
-from sidecar.capture.service import CaptureResult, CaptureService, request_from_config
+from sidecar.capture.result import CaptureResult
+from sidecar.capture.service import CaptureService
 from sidecar.config import CaptureConfig, GrafanaConfig, parse_config
 from sidecar.metrics import Metrics
 from sidecar.model import PanelCapture
@@ -123,7 +125,7 @@ async def test_cache_reuses_usable_results_within_the_ttl_only() -> None:
 
 
 async def test_cache_is_bounded_in_bytes_oldest_out_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sidecar.capture.service._CACHE_MAX_BYTES", 10)  # the scripted pictures are 3 bytes
+    monkeypatch.setattr("sidecar.capture.cache._CACHE_MAX_BYTES", 10)  # the scripted pictures are 3 bytes
     service, _ = make()
     for minutes in range(5):
         await service.capture(req(time_from=f"now-{minutes + 1}h"))

@@ -247,7 +247,11 @@ def test_dockerfile_copies_only_what_exists_and_the_context_is_an_allow_list() -
 
 SANDBOX = "sidecar_sandbox"
 # where sidecar may import sidecar_sandbox: (file under sidecar/, enclosing function)
-LAZY_SANDBOX_IMPORTS = {("cli.py", "_have_sandbox"), ("cli.py", "cmd_demo"), ("cli.py", "cmd_sandbox")}
+LAZY_SANDBOX_IMPORTS = {
+    ("cli_tools.py", "_have_sandbox"),
+    ("cli_tools.py", "cmd_demo"),
+    ("cli_tools.py", "cmd_sandbox"),
+}
 NO_SANDBOX_LINE = (
     "{command} needs the sidecar_sandbox package: it is installed with the project from source "
     "(pip install -e .), not in the container image"

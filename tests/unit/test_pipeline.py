@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from sidecar.capture.service import CaptureClass, CaptureResult
+from sidecar.capture.errors import CaptureClass
+from sidecar.capture.result import CaptureResult
 from sidecar.config import Config, DeliveryConfig
 from sidecar.delivery.outbox import Outbox
 from sidecar.delivery.pipeline import DeliveryPipeline
