@@ -1,5 +1,5 @@
 """Picture formats: encoding a PNG screenshot as PNG, JPEG or WebP under a byte cap (default
-5 MB), and the one table of their content types and upload file names.
+Flashduty's 5 MB, ``flashduty.api.MAX_IMAGE_BYTES``), and the table of their content types.
 
 Flashduty (and most chat clients) reject big pictures, so the cap is a hard limit: for JPEG and
 WebP the quality steps down first, then the picture is downscaled (PNG is only downscaled, and
@@ -7,7 +7,8 @@ re-encoded with ``optimize``) until it fits. A PNG that already fits is returned
 CPU-bound and synchronous; callers run it in a thread.
 
 ``encode`` returns the content type with the bytes; it travels with the picture (``CaptureResult``,
-the uploader, Flashduty's multipart upload), so nothing sniffs it from the bytes again.
+the uploader, Flashduty's multipart upload, whose file name ``flashduty.api.upload_filename``
+derives from it), so nothing sniffs it from the bytes again.
 """
 
 from __future__ import annotations
@@ -17,22 +18,18 @@ import math
 
 from PIL import Image
 
-__all__ = ["CONTENT_TYPES", "MAX_IMAGE_BYTES", "encode", "upload_filename", "usable_as_is"]
+from sidecar.flashduty.api import MAX_IMAGE_BYTES
 
-MAX_IMAGE_BYTES = 5 * 1024 * 1024  # Flashduty's limit for one uploaded picture
+# MAX_IMAGE_BYTES: the default cap, listed because capture/service.py imports it from here
+__all__ = ["CONTENT_TYPES", "MAX_IMAGE_BYTES", "encode", "usable_as_is"]
+
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-_SUFFIXES = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MIN_QUALITY = 40  # below this, text in a panel gets unreadable: downscale instead
 _QUALITY_STEP = 15
 _MIN_SIDE = 16
 _HOPELESS = 4  # over 4× the cap, stepping quality down cannot fit: skip to downscaling
 _BIG = 4_000_000  # pixels; above this use the faster encoder settings (PNG optimize, WebP method)
-
-
-def upload_filename(content_type: str, stem: str = "panel") -> str:
-    """The file name a picture of ``content_type`` is uploaded under (``panel.png`` when unknown)."""
-    return f"{stem}.{_SUFFIXES.get(content_type, 'png')}"
 
 
 def usable_as_is(png: bytes, fmt: str = "png", max_bytes: int = MAX_IMAGE_BYTES) -> bool:

@@ -39,7 +39,7 @@ from typing import Literal
 from sidecar.config import Config, RuleConfig
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, EventStatus, alert_key
-from sidecar.rules.events import instance_event, instance_labels, instance_severity, normalize_severity
+from sidecar.rules.events import instance_event, instance_labels, instance_severity
 from sidecar.rules.templates import TemplateEngine
 
 __all__ = [
@@ -54,7 +54,6 @@ __all__ = [
     "RuleEvaluator",
     "Sample",
     "SourceError",
-    "normalize_severity",  # re-exported: sidecar/ingest/webhook.py still imports it from here
 ]
 
 RESOLVED_RETENTION = 15 * 60.0

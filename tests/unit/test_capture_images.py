@@ -8,7 +8,8 @@ import os
 import pytest
 from PIL import Image
 
-from sidecar.capture.images import MAX_IMAGE_BYTES, encode
+from sidecar.capture.images import encode
+from sidecar.flashduty.api import MAX_IMAGE_BYTES
 
 
 def png_bytes(image: Image.Image, **kw: object) -> bytes:

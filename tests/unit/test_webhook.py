@@ -14,7 +14,9 @@ import pytest
 from aiohttp import web
 
 from sidecar.config import Config
-from sidecar.ingest.webhook import PayloadError, make_webhook_handler, panels_from_url, parse_payload
+from sidecar.ingest.events import panels_from_url
+from sidecar.ingest.payload import PayloadError, parse_payload
+from sidecar.ingest.webhook import make_webhook_handler
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, alert_key
 from sidecar.rules.state import RuleState

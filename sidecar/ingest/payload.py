@@ -1,0 +1,122 @@
+"""Webhook payloads: Alertmanager (``version "4"``) and Grafana (``version "1"``) → validated alerts.
+
+Both senders post the same shape: ``{"version", "alerts": [{"status", "labels", "annotations",
+"startsAt", "endsAt", "fingerprint", ...}]}``; Grafana adds ``panelURL`` / ``dashboardURL`` and
+``values`` (the first one is the alert's ``$value``). ``status`` is ``firing`` or ``resolved``;
+``startsAt`` is RFC 3339 (Go's zero time ``0001-01-01…`` counts as missing). A missing
+``fingerprint`` is derived from the labels, so a sender without one still diffs correctly.
+
+Anything else is a ``PayloadError`` whose message names the JSON path, e.g.
+``alerts[0].status: must be firing or resolved`` (answered as 400).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sidecar.rules.sources.grafana import parse_time
+
+__all__ = ["VERSIONS", "PayloadError", "WebhookAlertIn", "parse_payload"]
+
+VERSIONS = {"4": "Alertmanager", "1": "Grafana"}
+
+
+class PayloadError(ValueError):
+    """The body is not a webhook payload we understand; the message names the JSON path."""
+
+
+@dataclass(frozen=True)
+class WebhookAlertIn:
+    """One alert of a payload, validated."""
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    fingerprint: str
+    starts_at: str
+    starts_ts: float | None
+    ends_ts: float | None
+    panel_url: str = ""
+    dashboard_url: str = ""
+    value: float = math.nan
+
+
+def parse_payload(doc: Any) -> tuple[str, list[WebhookAlertIn]]:
+    """The decoded JSON body → (version, alerts); raises ``PayloadError``."""
+    if not isinstance(doc, dict):
+        raise PayloadError("body: must be a JSON object")
+    version = doc.get("version")
+    if version is None:
+        raise PayloadError('version: required ("4" from Alertmanager, "1" from Grafana)')
+    if not isinstance(version, str) or version not in VERSIONS:
+        raise PayloadError(
+            f'version: unsupported webhook version {version!r} (expected "4" from Alertmanager or "1" from Grafana)'
+        )
+    alerts = doc.get("alerts")
+    if not isinstance(alerts, list):
+        raise PayloadError("alerts: must be a list")
+    return version, [_parse_alert(a, f"alerts[{i}]") for i, a in enumerate(alerts)]
+
+
+def _parse_alert(a: Any, p: str) -> WebhookAlertIn:
+    if not isinstance(a, dict):
+        raise PayloadError(f"{p}: must be an object")
+    status = a.get("status")
+    if status not in ("firing", "resolved"):
+        raise PayloadError(f"{p}.status: must be firing or resolved (got {status!r})")
+    labels = _str_map(a.get("labels"), f"{p}.labels", required=True)
+    annotations = _str_map(a.get("annotations"), f"{p}.annotations", required=False)
+    starts_at = a.get("startsAt") or ""
+    if not isinstance(starts_at, str):
+        raise PayloadError(f"{p}.startsAt: must be an RFC 3339 time")
+    starts_ts = parse_time(starts_at)
+    if starts_at and starts_ts is None and not starts_at.startswith("0001-01-01"):
+        raise PayloadError(f"{p}.startsAt: must be an RFC 3339 time (got {starts_at!r})")
+    ends_ts = parse_time(a.get("endsAt"))
+    fingerprint = a.get("fingerprint")
+    if fingerprint is None or fingerprint == "":
+        fingerprint = _fingerprint(labels)
+    elif not isinstance(fingerprint, str):
+        raise PayloadError(f"{p}.fingerprint: must be a string")
+    values = a.get("values")
+    value = math.nan
+    if isinstance(values, dict) and values:
+        first = next(iter(values.values()))
+        if isinstance(first, int | float) and not isinstance(first, bool):
+            value = float(first)
+    return WebhookAlertIn(
+        status=status,
+        labels=labels,
+        annotations=annotations,
+        fingerprint=fingerprint,
+        starts_at=starts_at,
+        starts_ts=starts_ts,
+        ends_ts=ends_ts,
+        panel_url=_opt_str(a.get("panelURL")),
+        dashboard_url=_opt_str(a.get("dashboardURL")),
+        value=value,
+    )
+
+
+def _opt_str(v: Any) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def _str_map(v: Any, p: str, *, required: bool) -> dict[str, str]:
+    if v is None and not required:
+        return {}
+    if not isinstance(v, dict):
+        raise PayloadError(f"{p}: must be an object of strings")
+    for k, x in v.items():
+        if not isinstance(x, str):
+            raise PayloadError(f"{p}.{k}: must be a string (got {type(x).__name__})")
+    return dict(v)
+
+
+def _fingerprint(labels: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()[:16]
