@@ -20,8 +20,7 @@ from PIL import Image
 
 from sidecar.flashduty.api import MAX_IMAGE_BYTES
 
-# MAX_IMAGE_BYTES: the default cap, listed because capture/service.py imports it from here
-__all__ = ["CONTENT_TYPES", "MAX_IMAGE_BYTES", "encode", "usable_as_is"]
+__all__ = ["CONTENT_TYPES", "encode", "usable_as_is"]
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

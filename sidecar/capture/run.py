@@ -28,7 +28,8 @@ from playwright.async_api import Error as PlaywrightError
 from sidecar.capture.browser import BrowserManager
 from sidecar.capture.dashboards import DashboardDirectory
 from sidecar.capture.errors import CaptureClass, CaptureError, CaptureTimeout
-from sidecar.capture.images import MAX_IMAGE_BYTES, encode, usable_as_is
+from sidecar.capture.images import encode, usable_as_is
+from sidecar.flashduty.api import MAX_IMAGE_BYTES
 from sidecar.capture.lease import Prepare
 from sidecar.capture.network import NetworkTracker, install_auth
 from sidecar.capture.options import context_options
