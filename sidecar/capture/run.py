@@ -29,7 +29,6 @@ from sidecar.capture.browser import BrowserManager
 from sidecar.capture.dashboards import DashboardDirectory
 from sidecar.capture.errors import CaptureClass, CaptureError, CaptureTimeout
 from sidecar.capture.images import encode, usable_as_is
-from sidecar.flashduty.api import MAX_IMAGE_BYTES
 from sidecar.capture.lease import Prepare
 from sidecar.capture.network import NetworkTracker, install_auth
 from sidecar.capture.options import context_options
@@ -37,6 +36,7 @@ from sidecar.capture.page import shoot, timed
 from sidecar.capture.result import CaptureResult
 from sidecar.capture.urls import panel_url
 from sidecar.config import GrafanaConfig
+from sidecar.flashduty.api import MAX_IMAGE_BYTES
 from sidecar.metrics import Metrics
 from sidecar.model import PanelCapture
 
