@@ -305,7 +305,7 @@ async def _reloader(app: web.Application) -> AsyncIterator[None]:
     reloader.add("uploader", lambda c: app[UPLOADER].reconfigure(c.delivery))
     reloader.add("pipeline", lambda c: app[PIPELINE].reconfigure(PipelineSettings.from_config(c)))
     reloader.add("capture", lambda c: app[CAPTURE].reconfigure(capture=c.capture, grafana=c.grafana))
-    reloader.add("log", lambda c: set_level(c.log.level))
+    reloader.add("log", lambda c: set_level(c.log.level) if c.log.level != _config(app).log.level else None)
     app[RELOADER] = reloader
     job = await app[JOBS].spawn(reloader.watch(options.watch_interval), name="config-watch")
     yield
