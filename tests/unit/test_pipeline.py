@@ -366,7 +366,7 @@ async def test_failed_captures_are_explained_and_not_followed_up(tmp_path: Path)
         assert 'Picture "A" missing: Grafana answered with the login page' in event["description"]
         assert 'Picture "B" missing: not found in Grafana' in event["description"]
         assert r.sample("alerts_delivered_total", status="Critical", pictures="missing") == 1
-        await asyncio.sleep(0.2)
+        await r.settled()  # nothing queued, nothing running: no follow-up can come any more
         assert len(r.events(e.alert_key)) == 1
 
 
@@ -383,8 +383,7 @@ async def test_ok_waits_at_most_the_budget_and_gets_no_follow_up(tmp_path: Path)
         assert ok["event_status"] == "Ok" and ok["received_at"] - t0 <= r.budget + SLACK
         # an Ok's capture is bounded by the budget: it times out rather than feed a follow-up
         assert 'Picture "Slow" missing' in ok["description"]
-        await r.until(lambda: r.pipeline.idle)
-        await asyncio.sleep(0.3)
+        await r.settled()  # nothing queued, nothing running: no follow-up can come any more
         assert [x["event_status"] for x in r.events(firing.alert_key)] == ["Critical", "Ok"]
 
 
@@ -399,8 +398,7 @@ async def test_follow_up_is_dropped_when_a_newer_event_was_sent(
         await r.until(lambda: len(r.events(e.alert_key)) == 1)
         r.put(ev("Ok"))
         await r.until(lambda: len(r.events(e.alert_key)) == 2)
-        await r.until(lambda: r.pipeline.idle)
-        await asyncio.sleep(0.1)
+        await r.settled()  # nothing queued, nothing running: no follow-up can come any more
         assert [x["event_status"] for x in r.events(e.alert_key)] == ["Critical", "Ok"]
         assert not any(a.active for a in r.sandbox.alerts)
     assert "dropped_stale" in [rec.outcome for rec in delivery_records(caplog)]  # type: ignore[attr-defined]
