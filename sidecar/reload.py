@@ -137,10 +137,17 @@ class Reloader:
             try:
                 reason = await asyncio.wait_for(self._requests.get(), interval)
             except TimeoutError:
-                if self._path is None or self._files_digest(self._current.config) == self._digest:
-                    continue
-                reason = "config file changed"
+                await self._reload_if_changed()
+                continue
             await self.reload(reason)
+
+    async def _reload_if_changed(self) -> None:
+        # under the lock: a reload that just ran (SIGHUP, a caller) has recorded what it read
+        async with self._lock:
+            if self._path is None:
+                return
+            if await asyncio.to_thread(self._files_digest, self._current.config) != self._digest:
+                await self._reload("config file changed")
 
     async def reload(self, reason: str) -> bool:
         async with self._lock:
