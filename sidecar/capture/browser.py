@@ -261,7 +261,15 @@ class BrowserManager:
         return rss
 
     def _spawn(self, coro: Coroutine[Any, Any, R]) -> asyncio.Task[R]:
-        task = asyncio.get_running_loop().create_task(coro)
+        """Background work of the manager (spares, closes, relaunches, memory samples): tracked
+        until it ends (``close`` waits for it); a failure is logged and counted, never lost."""
+        task = asyncio.get_running_loop().create_task(coro, name=f"browser {getattr(coro, '__name__', 'job')}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._spawned_done)
         return task
+
+    def _spawned_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (e := task.exception()) is not None:
+            self._metrics.background_errors.labels(job="browser").inc()
+            log.error("%s failed: %s", task.get_name(), e, exc_info=e)

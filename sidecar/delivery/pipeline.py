@@ -198,6 +198,7 @@ class DeliveryPipeline:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a bug must not keep the key's claim forever
+            self._metrics.background_errors.labels(job="deliver").inc()
             log.exception("delivery of outbox event %d failed unexpectedly", item.id)
             with contextlib.suppress(Exception):
                 self._outbox.fail(item.id, f"internal error: {type(e).__name__}: {e}", retryable=True)

@@ -476,6 +476,7 @@ async def test_an_unexpected_failure_closes_the_pictures_and_keeps_the_event(tmp
         assert r.sandbox.alerts == []
         (letter,) = r.outbox.dead_letters.entries()
         assert letter["alert_key"] == bad.alert_key and "internal error: TypeError" in letter["last_error"]
+        assert r.sample("background_errors_total", job="deliver") == 1
 
 
 def test_the_picture_deadline_counts_queueing_and_keeps_a_push_reserve() -> None:
