@@ -101,6 +101,10 @@ class RuleConfig(StrictModel):
     """Grafana panels to capture for this rule's alerts."""
     resend_interval: Duration | None = None
     """Overrides `delivery.resend_interval` for this rule."""
+    mirror_nodata: bool = False
+    """Grafana rules only: also mirror instances in Grafana's `NoData` state (a rule whose "no data" handling is `No Data`), as Grafana's Alertmanager gets them: `alertname: DatasourceNoData`, the rule in `rulename`. Off: only Alerting (including `Alerting (NoData)`) and Recovering instances are mirrored."""
+    mirror_error: bool = False
+    """Grafana rules only: also mirror instances in Grafana's `Error` state (`alertname: DatasourceError`, the rule in `rulename`)."""
 
     @field_validator("severity", mode="before")
     @classmethod
