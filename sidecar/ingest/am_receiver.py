@@ -118,13 +118,17 @@ class AlertsApiReceiver:
 
     async def run_expiry(self, tick: float = 1.0) -> None:
         """``expire`` every ``tick`` seconds, for ever (a job of the app's scheduler)."""
+        failing = False
         while True:
             try:
                 sent = self.expire(self._clock())
                 if sent:
                     log.info("alertmanager API alerts ended", extra={"events": sent})
+                failing = False
             except Exception:  # the outbox or the state failed: try again at the next tick
-                log.exception("alertmanager API: could not resolve ended alerts")
+                if not failing:  # once per failure, not every second
+                    log.exception("alertmanager API: could not resolve ended alerts; retrying every %gs", tick)
+                failing = True
             await asyncio.sleep(tick)
 
     # ------------------------------------------------------------------ helpers

@@ -228,3 +228,21 @@ def test_grafanas_value_texts(text: str, value: float) -> None:
 )
 def test_instance_states(state: str, kind: str | None) -> None:
     assert instance_kind(state) == kind
+
+
+def test_mirror_nodata_and_error_are_for_grafana_rules_only() -> None:
+    import yaml
+
+    from sidecar.config import ConfigError, parse_config
+
+    raw = {
+        "flashduty": {"integration_key": "${KEY}"},
+        "datasources": [{"name": "prom", "url": "http://127.0.0.1:9"}],
+        "rules": [{"name": "r", "source": "prometheus", "expr": "up", "mirror_nodata": True, "mirror_error": True}],
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_config(yaml.safe_dump(raw), env={"KEY": "k"})
+    assert "rules[0].mirror_nodata: only a grafana rule" in str(err.value)
+    assert "rules[0].mirror_error: only a grafana rule" in str(err.value)
+    raw["rules"] = [{"name": "g", "source": "grafana", "mirror_nodata": True}]
+    assert parse_config(yaml.safe_dump(raw), env={"KEY": "k"}).rules[0].mirror_nodata
