@@ -12,6 +12,7 @@ owning exactly one thing, started in this order and torn down in reverse:
     pipeline    the delivery dispatcher and its deliveries: liveness "workers"
     scheduler   the rule jobs (APScheduler): liveness "scheduler"
     webhook     the webhook receiver's handler
+    alerts_api  the Alertmanager API's handlers and its job resolving alerts whose endsAt passed
     reconcile   one job: close in Flashduty what is no longer firing (with ``app_key``)
     reloader    the one reload path and the config-file watcher
 
@@ -44,6 +45,7 @@ from sidecar.delivery.reconcile import reconcile
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.health import Health
+from sidecar.ingest.am_api import make_alerts_api
 from sidecar.ingest.webhook import make_webhook_handler
 from sidecar.logs import set_level
 from sidecar.metrics import Metrics
@@ -87,6 +89,7 @@ CAPTURE = web.AppKey("capture", CaptureService)
 PIPELINE = web.AppKey("pipeline", DeliveryPipeline)
 SCHEDULER = web.AppKey("scheduler", RuleScheduler)
 WEBHOOK: web.AppKey[Handler] = web.AppKey("webhook")
+ALERTS_API: web.AppKey[tuple[Handler, Handler]] = web.AppKey("alerts_api")
 RELOADER = web.AppKey("reloader", Reloader)
 
 HEARTBEAT_EVERY = 1.0
@@ -102,13 +105,9 @@ def build_app(cfg: Config, *, metrics: Metrics, options: Options) -> web.Applica
     app[HEALTH] = health = Health()
     metrics.up.set_function(health.ready_value)
 
-    async def webhook(request: web.Request) -> web.StreamResponse:
-        return await request.app[WEBHOOK](request)
-
-    add_routes(app, health=health, metrics=metrics, webhook=webhook)
-    app.cleanup_ctx.extend(
-        [_jobs, _state, _session, _client, _uploader, _capture, _pipeline, _scheduler, _webhook, _reconcile, _reloader]
-    )
+    add_routes(app, health=health, metrics=metrics, webhook=lambda a: a[WEBHOOK], alerts_api=lambda a: a[ALERTS_API])
+    app.cleanup_ctx.extend([_jobs, _state, _session, _client, _uploader, _capture, _pipeline, _scheduler])
+    app.cleanup_ctx.extend([_webhook, _alerts_api, _reconcile, _reloader])
     return app
 
 
@@ -264,6 +263,15 @@ async def _webhook(app: web.Application) -> AsyncIterator[None]:
         cfg=lambda: _config(app), sink=lambda ev: submit(app, ev), state=app[RULE_STATE], metrics=app[METRICS]
     )
     yield
+
+
+async def _alerts_api(app: web.Application) -> AsyncIterator[None]:
+    app[ALERTS_API], expiry = make_alerts_api(
+        cfg=lambda: _config(app), sink=lambda ev: submit(app, ev), state=app[RULE_STATE], metrics=app[METRICS]
+    )
+    job = await app[JOBS].spawn(expiry, name="alertmanager-api-expiry")
+    yield
+    await job.close()
 
 
 async def _reconcile(app: web.Application) -> AsyncIterator[None]:

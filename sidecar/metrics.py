@@ -93,6 +93,9 @@ class Metrics:
         self.webhook_requests = Counter(
             f"{p}webhook_requests_total", "Webhook requests by outcome", ["outcome"], registry=r
         )
+        self.alerts_api_requests = Counter(
+            f"{p}alerts_api_requests_total", "POST /api/v2/alerts requests by outcome", ["outcome"], registry=r
+        )
         # process
         self.config_reloads = Counter(f"{p}config_reloads_total", "Config reloads", ["outcome"], registry=r)
         self.up = Gauge(f"{p}ready", "1 when the daemon is ready (the same checks as /readyz)", registry=r)

@@ -18,7 +18,9 @@ SEVERITIES: tuple[Severity, ...] = ("Critical", "Warning", "Info")
 # lower is more urgent: Ok first (never waits behind pictures), then Critical, Warning, Info
 PRIORITY: dict[str, int] = {"Ok": 0, "Critical": 1, "Warning": 2, "Info": 3}
 RULE_MARKER = "sidecar_rule"
-RESERVED_RULE_NAMES = frozenset({"webhook", "alertmanager"})
+WEBHOOK_RULE = "webhook"  # alerts received on POST /webhook/alertmanager
+ALERTMANAGER_RULE = "alertmanager"  # alerts received on POST /api/v2/alerts (the Alertmanager API)
+RESERVED_RULE_NAMES = frozenset({WEBHOOK_RULE, ALERTMANAGER_RULE})
 
 
 def alert_key(rule: str, labels: dict[str, str]) -> str:

@@ -3,7 +3,9 @@
 ``/healthz`` and ``/readyz`` answer from the ``Health`` model (``health.py``); ``/metrics`` is
 the Prometheus text format of the injected registry; ``POST /webhook/alertmanager`` is served by
 the handler that the webhook receiver's resource installs at start (``app.WEBHOOK``), so the
-route exists before the state it needs is open.
+route exists before the state it needs is open. The Alertmanager API (``POST /api/v2/alerts``,
+also under ``/webhook/alertmanager/`` for a Grafana "Alertmanager" contact point given the webhook
+URL, and ``GET /api/v2/status``) is resolved the same way (``app.ALERTS_API``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,28 @@ __all__ = ["Handler", "add_routes"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def add_routes(app: web.Application, *, health: Health, metrics: Metrics, webhook: Handler | None = None) -> None:
-    """``webhook``: resolves the webhook handler per request (None: no webhook route)."""
+Lookup = Callable[[web.Application], Handler]
+
+
+def _deferred(pick: Callable[[web.Application], Handler]) -> Handler:
+    """A route's handler looked up per request: the resource that makes it starts after the routes."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await pick(request.app)(request)
+
+    return handler
+
+
+def add_routes(
+    app: web.Application,
+    *,
+    health: Health,
+    metrics: Metrics,
+    webhook: Lookup | None = None,
+    alerts_api: Callable[[web.Application], tuple[Handler, Handler]] | None = None,
+) -> None:
+    """``webhook``: finds the webhook handler in the app, per request (None: no webhook route);
+    ``alerts_api``: finds (POST alerts, GET status) of the Alertmanager API, likewise."""
 
     async def healthz(_: web.Request) -> web.Response:
         ok, detail = health.liveness()
@@ -45,4 +67,10 @@ def add_routes(app: web.Application, *, health: Health, metrics: Metrics, webhoo
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     if webhook is not None:
-        app.router.add_post("/webhook/alertmanager", webhook)
+        app.router.add_post("/webhook/alertmanager", _deferred(webhook))
+    if alerts_api is not None:
+        api = alerts_api
+        post_alerts, get_status = _deferred(lambda a: api(a)[0]), _deferred(lambda a: api(a)[1])
+        app.router.add_post("/api/v2/alerts", post_alerts)
+        app.router.add_post("/webhook/alertmanager/api/v2/alerts", post_alerts)
+        app.router.add_get("/api/v2/status", get_status)

@@ -70,7 +70,7 @@ class GrafanaSandbox:
         self.external_resource_url = external_resource_url
         self.metric_source = metric_source
         self.dashboards = builtin_dashboards(query_delay)
-        self.rules = RuleBook(BUILTIN_RULES, self.metric_value)
+        self.rules = RuleBook(BUILTIN_RULES, self.metric_value)  # rules API of Grafana 12; .version switches
         self.renders: list[dict[str, Any]] = []
 
     def set_firing(self, rule_uid: str, firing: bool, labels: dict[str, str] | None = None) -> None:

@@ -1,11 +1,14 @@
-"""Grafana-managed alert rules of the Grafana sandbox, switchable for tests.
+"""Grafana-managed alert rules of the Grafana sandbox and their alert instances, switchable for tests.
 
-Answers ``GET /api/prometheus/grafana/api/v1/rules`` in Grafana's shape (``docs/grafana.md``
-B.3): groups → rules (``state``, ``uid``, ``duration``, ``annotations`` with
-``__dashboardUid__`` / ``__panelId__``, ``activeAt``, ``alerts[]``). Timestamps use Go's
-RFC3339Nano (up to 9 fractional digits) and values Go's ``%e`` formatting, like Grafana.
-Sandbox simplification: an inactive rule lists no alert instances (Grafana may list ``Normal``
-ones).
+A ``RuleBook`` holds rules (in groups and folders) and, per rule, its alert instances by label
+set, each in one of Grafana's instance states (``grafana/grafana``
+``pkg/services/ngalert/eval/eval.go`` ``State``): ``Alerting``, ``Pending``, ``NoData``, ``Error``
+and, from Grafana 12 (``keep_firing_for``), ``Recovering``; an instance back to ``Normal`` is
+dropped (the sandbox lists no Normal instances). A state may carry a reason, shown as Grafana
+shows it (``state.FormatStateAndReason``): ``Alerting (NoData)``, ``Alerting (Error)``.
+
+``version`` selects how the rules API answers (``grafana_rules_api.py``: Grafana 10.4, 11.x or
+12.x); 12.x by default. Timestamps use Go's RFC3339Nano and values Go's ``%e``, like Grafana.
 """
 
 from __future__ import annotations
@@ -20,21 +23,14 @@ from multidict import MultiMapping
 
 from sidecar_sandbox.grafana_model import FOLDER_TITLE, FOLDER_UID
 
-_STATE_ALIASES = {
-    "firing": "firing",
-    "alerting": "firing",
-    "inactive": "inactive",
-    "normal": "inactive",
-    "pending": "pending",
-    "nodata": "nodata",
-    "error": "error",
-    "recovering": "recovering",
-}
+__all__ = ["BUILTIN_RULES", "Rule", "RuleBook", "go_float_e", "rfc3339"]
+
+STATES = ("Alerting", "Pending", "Recovering", "NoData", "Error")
 
 
 @dataclass(frozen=True)
 class Rule:
-    """A built-in rule linked to a panel; ``metric_value`` False reports a fixed 2.5."""
+    """A rule linked to a panel; ``metric_value`` False reports a fixed 2.5."""
 
     uid: str
     name: str
@@ -46,6 +42,10 @@ class Rule:
     default_labels: dict[str, str]
     metric_value: bool
     duration: float = 60.0
+    keep_firing_for: float = 0.0
+    group: str = "sandbox"
+    folder: str = FOLDER_TITLE
+    folder_uid: str = FOLDER_UID
 
     def annotations(self) -> dict[str, str]:
         return {
@@ -83,133 +83,121 @@ BUILTIN_RULES: tuple[Rule, ...] = (
 
 
 @dataclass
-class _Instance:
+class Instance:
+    """One alert instance: its state, reason and (when set) the literal ``value`` text."""
+
     labels: dict[str, str]
     active_at_ns: int
+    state: str = "Alerting"
+    reason: str = ""
+    value: str | None = None
 
 
 class RuleBook:
-    """Rule definitions plus which alert instances fire, keyed by their labels."""
+    """Rule definitions plus their alert instances, keyed by labels."""
 
-    def __init__(self, rules: tuple[Rule, ...], metric: Callable[[], float]) -> None:
+    def __init__(self, rules: tuple[Rule, ...], metric: Callable[[], float], *, version: str = "12.1") -> None:
         self.rules = {r.uid: r for r in rules}
+        self.version = version
         self._metric = metric
-        self._firing: dict[str, dict[tuple[tuple[str, str], ...], _Instance]] = {uid: {} for uid in self.rules}
+        self._instances: dict[str, dict[tuple[tuple[str, str], ...], Instance]] = {uid: {} for uid in self.rules}
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".", 1)[0])
+
+    def add_rule(self, rule: Rule) -> None:
+        self.rules[rule.uid] = rule
+        self._instances.setdefault(rule.uid, {})
 
     def set_firing(self, rule_uid: str, firing: bool, labels: dict[str, str] | None = None) -> None:
-        """Start or stop an alert instance (``KeyError`` for an unknown uid).
+        """Start or stop an Alerting instance (``KeyError`` for an unknown uid).
 
         Firing with ``labels`` None uses the rule's default instance labels; firing an instance
         that already fires keeps its ``activeAt``. Stopping with ``labels`` None stops them all.
         """
-        instances = self._firing[rule_uid]
-        if not firing:
-            if labels is None:
-                instances.clear()
-            else:
-                instances.pop(_label_key(labels), None)
-            return
+        if firing:
+            self.set_state(rule_uid, "Alerting", labels)
+        elif labels is None:
+            self._instances[rule_uid].clear()
+        else:
+            self.set_state(rule_uid, "Normal", labels)
+
+    def set_state(
+        self,
+        rule_uid: str,
+        state: str,
+        labels: dict[str, str] | None = None,
+        *,
+        reason: str = "",
+        value: str | None = None,
+    ) -> None:
+        """Put one instance in ``state`` (``Normal`` drops it). ``activeAt`` is kept while the instance
+        stays Alerting or Recovering, as Grafana keeps ``StartsAt``; ``value`` sets the literal text."""
+        if state != "Normal" and state not in STATES:
+            raise ValueError(f"unknown instance state {state!r}")
+        if state == "Recovering" and self.major < 12:
+            raise ValueError(f"Grafana {self.version} has no Recovering state")
+        instances = self._instances[rule_uid]
         chosen = dict(self.rules[rule_uid].default_labels if labels is None else labels)
-        instances.setdefault(_label_key(chosen), _Instance(chosen, time.time_ns()))
+        key = _label_key(chosen)
+        if state == "Normal":
+            instances.pop(key, None)
+            return
+        old = instances.get(key)
+        keep = old is not None and {old.state, state} <= {"Alerting", "Recovering"}
+        active = old.active_at_ns if keep and old is not None else time.time_ns()
+        instances[key] = Instance(chosen, active, state, reason, value)
+
+    def instances(self, rule_uid: str) -> list[Instance]:
+        return list(self._instances[rule_uid].values())
 
     def state(self, rule_uid: str) -> str:
-        return "firing" if self._firing[rule_uid] else "inactive"
+        """The rule's state as the rules API reports it (``ComputeRuleState``): firing wins, then
+        the first pending or recovering instance; NoData and Error leave it inactive."""
+        states = [i.state for i in self._instances[rule_uid].values()]
+        if "Alerting" in states:
+            return "firing"
+        for s in states:
+            if s == "Pending" or (s == "Recovering" and self.major >= 12):
+                return s.lower()
+        return "inactive"
+
+    def health(self, rule_uid: str) -> str:
+        states = {i.state for i in self._instances[rule_uid].values()}
+        return "error" if "Error" in states else "nodata" if "NoData" in states else "ok"
 
     def alert_count(self, rule_uid: str) -> int:
-        return len(self._firing[rule_uid])
+        return len(self._instances[rule_uid])
 
     def rules_response(self, query: MultiMapping[str]) -> dict[str, Any]:
         """The ``/rules`` body for these query params; ``ValueError`` for a bad parameter."""
-        states = _states(query)
-        rules = [self._rule_json(rule, states) for rule in self._select(query, states)]
-        groups = []
-        if rules:
-            groups.append(
-                {
-                    "name": "sandbox",
-                    "file": FOLDER_TITLE,
-                    "folderUid": FOLDER_UID,
-                    "interval": 10,
-                    "lastEvaluation": rfc3339(time.time_ns()),
-                    "evaluationTime": 0.004,
-                    "rules": rules,
-                }
-            )
-        return {"status": "success", "data": {"groups": groups}}
+        from sidecar_sandbox.grafana_rules_api import rules_response
+
+        return rules_response(self, query)
 
     def alerts(self) -> list[dict[str, Any]]:
-        """Every firing instance, in the ``/alerts`` (and ``rules[].alerts[]``) shape."""
-        return [a for rule in self.rules.values() for a in self._alerts_json(rule)]
+        """Every instance, in the ``/alerts`` (and ``rules[].alerts[]``) shape."""
+        return [self.alert_json(rule, inst) for rule in self.rules.values() for inst in self.instances(rule.uid)]
 
-    def _select(self, query: MultiMapping[str], states: set[str]) -> list[Rule]:
-        dashboard_uid = query.get("dashboard_uid")
-        panel_raw = query.get("panel_id")
-        if panel_raw is not None and not dashboard_uid:
-            raise ValueError("panel_id must be set with dashboard_uid")
-        if panel_raw is not None and not panel_raw.lstrip("-").isdigit():
-            raise ValueError(f"invalid panel_id: {panel_raw}")
-        rule_uids = set(query.getall("rule_uid", []))
-        return [
-            rule
-            for rule in self.rules.values()
-            if (not dashboard_uid or rule.dashboard_uid == dashboard_uid)
-            and (panel_raw is None or rule.panel_id == int(panel_raw))
-            and (not rule_uids or rule.uid in rule_uids)
-            and (not states or self.state(rule.uid) in states)
-        ]
-
-    def _rule_json(self, rule: Rule, states: set[str]) -> dict[str, Any]:
-        alerts = self._alerts_json(rule) if not states or "firing" in states else []
-        data: dict[str, Any] = {
-            "state": self.state(rule.uid),
-            "name": rule.name,
-            "uid": rule.uid,
-            "folderUid": FOLDER_UID,
-            "query": rule.query,
-            "queriedDatasourceUIDs": ["sandbox-prometheus"],
-            "duration": rule.duration,
-            "keepFiringFor": 0,
+    def alert_json(self, rule: Rule, inst: Instance) -> dict[str, Any]:
+        state = inst.state + (f" ({inst.reason})" if inst.reason else "")
+        return {
+            "labels": {"severity": rule.severity, **inst.labels, "alertname": rule.name, "grafana_folder": rule.folder},
             "annotations": rule.annotations(),
-            "labels": {"severity": rule.severity},
-            "health": "ok",
-            "lastError": "",
-            "type": "alerting",
-            "lastEvaluation": rfc3339(time.time_ns()),
-            "evaluationTime": 0.002,
-            "isPaused": False,
-            "alerts": alerts,
+            "state": state,
+            "activeAt": rfc3339(inst.active_at_ns),
+            "value": self._value(rule, inst),
         }
-        instances = self._firing[rule.uid].values()
-        if instances:
-            data["activeAt"] = rfc3339(min(i.active_at_ns for i in instances))
-        return data
 
-    def _alerts_json(self, rule: Rule) -> list[dict[str, Any]]:
+    def _value(self, rule: Rule, inst: Instance) -> str:
+        # FormatValues is called for Alerting and Pending (and Recovering on 12), else ""
+        if inst.state not in ("Alerting", "Pending", "Recovering"):
+            return ""
+        if inst.value is not None:
+            return inst.value
         value = self._metric() if rule.metric_value else 2.5
-        return [
-            {
-                "labels": {
-                    "severity": rule.severity,
-                    **inst.labels,
-                    "alertname": rule.name,
-                    "grafana_folder": FOLDER_TITLE,
-                },
-                "annotations": rule.annotations(),
-                "state": "Alerting",
-                "activeAt": rfc3339(inst.active_at_ns),
-                "value": f"B0: {go_float_e(value)}, C0: 1e+00",
-            }
-            for inst in self._firing[rule.uid].values()
-        ]
-
-
-def _states(query: MultiMapping[str]) -> set[str]:
-    states = set()
-    for raw in query.getall("state", []):
-        if raw.lower() not in _STATE_ALIASES:
-            raise ValueError(f"unknown state '{raw}'")
-        states.add(_STATE_ALIASES[raw.lower()])
-    return states
+        return f"B: {go_float_e(value)}, C: 1e+00"
 
 
 def _label_key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:

@@ -88,6 +88,10 @@ def _check_rule(rule: RuleConfig, p: str, ds_names: list[str], tz: str) -> list[
             problems.append(f"{p}: a schedule rule takes no expr or datasource")
         if rule.for_:
             problems.append(f"{p}.for: not used by a schedule rule (a report fires when it is due)")
+    if rule.source != "grafana":
+        for key in ("mirror_nodata", "mirror_error"):
+            if getattr(rule, key):
+                problems.append(f"{p}.{key}: only a grafana rule mirrors Grafana's NoData / Error instances")
     if rule.source != "schedule" and rule.for_ < 0:
         problems.append(f"{p}.for: must be ≥ 0")
     return problems

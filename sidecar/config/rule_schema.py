@@ -101,6 +101,10 @@ class RuleConfig(StrictModel):
     """Grafana panels to capture for this rule's alerts."""
     resend_interval: Duration | None = None
     """Overrides `delivery.resend_interval` for this rule."""
+    mirror_nodata: bool = False
+    """Grafana rules only: also mirror instances in Grafana's `NoData` state (a rule whose "no data" handling is `No Data`), as Grafana's Alertmanager gets them: `alertname: DatasourceNoData`, the rule in `rulename`. Off: only Alerting (including `Alerting (NoData)`) and Recovering instances are mirrored."""
+    mirror_error: bool = False
+    """Grafana rules only: also mirror instances in Grafana's `Error` state (`alertname: DatasourceError`, the rule in `rulename`)."""
 
     @field_validator("severity", mode="before")
     @classmethod
@@ -123,11 +127,20 @@ class RuleFileConfig(StrictModel):
 
 class WebhookConfig(StrictModel):
     default_severity: SeverityName = "Warning"
-    """Severity of webhook alerts without a `severity` label."""
+    """Severity of webhook and Alertmanager-API alerts without a `severity` label."""
     panels_from_annotations: bool = True
     """Capture the panels named by `grafana_dashboard_uid`/`grafana_panel_id` (or Grafana's `__dashboardUid__`/`__panelId__`, `panelURL`)."""
     panels: list[PanelConfig] = Field(default_factory=list)
-    """Panels captured for every webhook alert."""
+    """Panels captured for every webhook alert (and every alert of `POST /api/v2/alerts`)."""
+    resolve_timeout: Duration = 300.0
+    """`POST /api/v2/alerts` (the Alertmanager API): an alert sent without `endsAt` resolves this long after it was last sent, like Alertmanager's `global.resolve_timeout`."""
+
+    @field_validator("resolve_timeout")
+    @classmethod
+    def _positive_timeout(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
 
     @field_validator("default_severity", mode="before")
     @classmethod

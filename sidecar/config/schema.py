@@ -133,11 +133,11 @@ class CaptureConfig(StrictModel):
 
 class ServerConfig(StrictModel):
     listen: str = "0.0.0.0:9464"
-    """Address of `/healthz`, `/readyz`, `/metrics` and `/webhook/alertmanager`."""
+    """Address of `/healthz`, `/readyz`, `/metrics`, `/webhook/alertmanager` and the Alertmanager API (`/api/v2/alerts`, `/api/v2/status`)."""
     webhook_token: SecretStr | None = None
-    """When set, webhooks must send `Authorization: Bearer <token>`. Secret."""
+    """When set, `POST /webhook/alertmanager` and `/api/v2/*` need `Authorization: Bearer <token>`, or basic auth with the token as password (any user name). Secret."""
     webhook_max_body: int = Field(default=1024 * 1024, ge=1024)
-    """Largest webhook body accepted, in bytes (larger: 413)."""
+    """Largest body accepted on `/webhook/alertmanager` and `/api/v2/alerts`, in bytes (larger: 413)."""
     shutdown_grace: Duration = 20.0
     """On SIGTERM, how long in-flight deliveries may finish; the rest stays in the outbox."""
 
@@ -222,7 +222,7 @@ class Config(StrictModel):
     rule_files: list[RuleFileConfig] = Field(default_factory=list)
     """Prometheus rule files to load as prometheus rules (strings or `{path, datasource}`)."""
     webhook: WebhookConfig = WebhookConfig()
-    """Alerts received on `POST /webhook/alertmanager`."""
+    """Alerts received on `POST /webhook/alertmanager` and on the Alertmanager API (`POST /api/v2/alerts`)."""
 
     @field_validator("rule_files", mode="before")
     @classmethod

@@ -9,8 +9,8 @@ what was forwarded before (``RuleState.webhook_*``):
 * resolved, and not already forwarded as resolved → ``Ok`` (also for an unknown fingerprint: after
   lost state, a superfluous ``Ok`` is better than an alert left open).
 
-Events belong to the rule ``webhook``: ``alert_key = alert_key("webhook", labels)``, labels get
-``sidecar_rule: webhook``; severity from the ``severity`` label (critical / warning / info, any
+Events belong to the rule ``webhook`` (``alertmanager`` for the Alertmanager API, ``am_receiver.py``):
+``alert_key = alert_key("webhook", labels)``, labels get ``sidecar_rule: webhook``; severity from the ``severity`` label (critical / warning / info, any
 case), else ``webhook.default_severity``; title from the ``summary`` annotation, else ``alertname``;
 description from ``description``, else ``message``. Pictures: the ``grafana_dashboard_uid`` /
 ``grafana_panel_id`` (or ``__dashboardUid__`` / ``__panelId__``) annotations, else the dashboard
@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from sidecar.capture.urls import parse_grafana_url
 from sidecar.config import Config, PanelConfig
-from sidecar.model import AlertEvent, EventStatus, PanelCapture
+from sidecar.model import WEBHOOK_RULE, AlertEvent, EventStatus, PanelCapture
 from sidecar.rules.events import normalize_severity
 from sidecar.rules.state import WebhookAlert
 from sidecar.rules.templates import TemplateEngine
@@ -34,7 +34,7 @@ from .payload import WebhookAlertIn
 
 __all__ = ["RULE_NAME", "alert_panels", "build_event", "diff_alert", "panels_from_url"]
 
-RULE_NAME = "webhook"
+RULE_NAME = WEBHOOK_RULE
 
 
 def diff_alert(
@@ -62,8 +62,9 @@ def build_event(
     status: EventStatus,
     panels: bool,
     templates: TemplateEngine,
+    rule: str = RULE_NAME,
 ) -> AlertEvent:
-    """The Flashduty event for one webhook alert."""
+    """The Flashduty event for one webhook alert (``rule``: ``alertmanager`` for the Alertmanager API)."""
     active_at = alert.starts_ts if alert.starts_ts is not None else now
     resolved_at = (alert.ends_ts if alert.ends_ts is not None else now) if status == "Ok" else None
     captures: tuple[PanelCapture, ...] = ()
@@ -80,7 +81,7 @@ def build_event(
         )
     title = alert.annotations.get("summary") or alert.labels.get("alertname") or "Alertmanager alert"
     return AlertEvent.for_instance(
-        RULE_NAME,
+        rule,
         alert.labels,
         status=status,
         title=title,

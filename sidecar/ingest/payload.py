@@ -1,10 +1,18 @@
 """Webhook payloads: Alertmanager (``version "4"``) and Grafana (``version "1"``) → validated alerts.
 
 Both senders post the same shape: ``{"version", "alerts": [{"status", "labels", "annotations",
-"startsAt", "endsAt", "fingerprint", ...}]}``; Grafana adds ``panelURL`` / ``dashboardURL`` and
-``values`` (the first one is the alert's ``$value``). ``status`` is ``firing`` or ``resolved``;
-``startsAt`` is RFC 3339 (Go's zero time ``0001-01-01…`` counts as missing). A missing
+"startsAt", "endsAt", "fingerprint", ...}]}`` (``prometheus/alertmanager`` ``notify/webhook``,
+``grafana/alerting`` ``receivers/webhook/v1/webhook.go`` ``webhookMessage``); Grafana adds
+``panelURL`` / ``dashboardURL``, ``values`` (the first one is the alert's ``$value``) and
+``valueString`` (its evaluation string, read when ``values`` is empty). ``status`` is ``firing`` or
+``resolved``; ``startsAt`` is RFC 3339 (Go's zero time ``0001-01-01…`` counts as missing). A missing
 ``fingerprint`` is derived from the labels, so a sender without one still diffs correctly.
+
+Grafana 12's custom payload templates (``receivers/webhook/v1`` ``Payload.Template``) send
+whatever the template builds, without ``version``: an object whose ``alerts`` keep the alert shape
+is accepted (``version`` ``""``, logged as a custom payload); a JSON array (an "Alertmanager-like"
+template, or an Alertmanager contact point pointed at this URL) and an object without ``alerts``
+are refused with a message naming the integration to use instead.
 
 Anything else is a ``PayloadError`` whose message names the JSON path, e.g.
 ``alerts[0].status: must be firing or resolved`` (answered as 400).
@@ -20,10 +28,22 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sidecar.rules.sources.grafana import parse_time
+from sidecar.rules.sources.grafana_values import parse_value
 
 __all__ = ["VERSIONS", "PayloadError", "WebhookAlertIn", "parse_payload"]
 
-VERSIONS = {"4": "Alertmanager", "1": "Grafana"}
+VERSIONS = {"4": "Alertmanager", "1": "Grafana", "": "Grafana custom payload"}
+
+_ARRAY = (
+    'body: a JSON array is an Alertmanager API v2 body (Prometheus, vmalert, Grafana\'s "Alertmanager" contact'
+    " point): send it to the sidecar's /api/v2/alerts instead (in Grafana: a contact point of type Alertmanager"
+    " with the URL http://<sidecar>:9464), or use the Webhook contact point without a custom payload"
+)
+_NO_ALERTS = (
+    'version: missing, and no "alerts" list: this looks like a custom payload template of Grafana\'s Webhook'
+    ' contact point; remove the custom payload (the default one carries version "1") or keep "alerts" in it,'
+    " or use a contact point of type Alertmanager with the URL http://<sidecar>:9464"
+)
 
 
 class PayloadError(ValueError):
@@ -48,11 +68,15 @@ class WebhookAlertIn:
 
 def parse_payload(doc: Any) -> tuple[str, list[WebhookAlertIn]]:
     """The decoded JSON body → (version, alerts); raises ``PayloadError``."""
+    if isinstance(doc, list):
+        raise PayloadError(_ARRAY)
     if not isinstance(doc, dict):
         raise PayloadError("body: must be a JSON object")
     version = doc.get("version")
     if version is None:
-        raise PayloadError('version: required ("4" from Alertmanager, "1" from Grafana)')
+        if not isinstance(doc.get("alerts"), list):
+            raise PayloadError(_NO_ALERTS)
+        version = ""  # a custom payload template that kept the alerts
     if not isinstance(version, str) or version not in VERSIONS:
         raise PayloadError(
             f'version: unsupported webhook version {version!r} (expected "4" from Alertmanager or "1" from Grafana)'
@@ -89,6 +113,8 @@ def _parse_alert(a: Any, p: str) -> WebhookAlertIn:
         first = next(iter(values.values()))
         if isinstance(first, int | float) and not isinstance(first, bool):
             value = float(first)
+    elif a.get("valueString"):
+        value = parse_value(a.get("valueString"))
     return WebhookAlertIn(
         status=status,
         labels=labels,

@@ -6,7 +6,8 @@ outbox: durable when it returns) and records what was forwarded in the state sto
 not seen for a while are pruned at most once an hour.
 
 Answers: 200 ``{"status": "ok", "alerts": n, "events": m}`` once every event is durable; 401 (with
-``WWW-Authenticate: Bearer``) without the bearer token when ``server.webhook_token`` is set; 413
+``WWW-Authenticate: Bearer``) without the token (bearer, or basic-auth password: ``request.py``) when
+``server.webhook_token`` is set; 413
 over ``server.webhook_max_body`` (by ``Content-Length`` or while reading); 400 with
 ``{"error": "alerts[0].status: must be firing or resolved"}`` for a malformed body; 503 when the
 sink or the state store fails, so the sender retries (Alertmanager retries only 5xx). Every
@@ -15,8 +16,6 @@ answer is counted in ``webhook_requests`` by outcome.
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 import sqlite3
 import time
@@ -31,8 +30,10 @@ from sidecar.rules.engine import EventSink
 from sidecar.rules.state import WebhookAlert
 from sidecar.rules.templates import TemplateEngine
 
+from .body import decode_json
 from .events import build_event, diff_alert
 from .payload import VERSIONS, PayloadError, parse_payload
+from .request import authorized, read_body
 
 __all__ = ["WebhookStore", "make_webhook_handler"]
 
@@ -73,21 +74,16 @@ def make_webhook_handler(
     async def handler(request: web.Request) -> web.StreamResponse:
         c = current()
         token = c.server.webhook_token
-        if token is not None and not _authorized(request, token.get_secret_value()):
+        if token is not None and not authorized(request, token.get_secret_value()):
             return answer("unauthorized", 401, {"error": "missing or wrong bearer token"})
         limit = c.server.webhook_max_body
-        if request.content_length is not None and request.content_length > limit:
+        body = await read_body(request, limit)
+        if body is None:
             return answer("too_large", 413, {"error": f"body larger than {limit} bytes"})
-        body = bytearray()
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            body += chunk
-            if len(body) > limit:
-                return answer("too_large", 413, {"error": f"body larger than {limit} bytes"})
         try:
-            version, alerts = parse_payload(json.loads(body))
-        except (ValueError, UnicodeDecodeError) as e:
-            msg = str(e) if isinstance(e, PayloadError) else f"body: not valid JSON: {e}"
-            return answer("bad_request", 400, {"error": msg})
+            version, alerts = parse_payload(decode_json(body))
+        except PayloadError as e:
+            return answer("bad_request", 400, {"error": str(e)})
         now = clock()
         sent = 0
         try:
@@ -131,10 +127,3 @@ def make_webhook_handler(
         return answer("ok", 200, {"status": "ok", "alerts": len(alerts), "events": sent})
 
     return handler
-
-
-def _authorized(request: web.Request, token: str) -> bool:
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(credentials.strip().encode(), token.encode())

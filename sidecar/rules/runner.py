@@ -204,5 +204,11 @@ class RuleRunner:
                 ds = next(d for d in cfg.datasources if d.type == "prometheus")
             return PrometheusSource(self._session, ds, rule.expr or "")
         if rule.source == "grafana":
-            return GrafanaRulesSource(self._session, cfg.grafana, timeout=min(rule.interval, 30.0))
+            return GrafanaRulesSource(
+                self._session,
+                cfg.grafana,
+                timeout=min(rule.interval, 30.0),
+                nodata=rule.mirror_nodata,
+                error=rule.mirror_error,
+            )
         return None

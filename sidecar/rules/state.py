@@ -4,7 +4,10 @@
   active_at, fired_at, last_sent_at, resolved_at...), so ``for`` survives a restart and a firing
   alert still gets its ``Ok``;
 * ``heartbeats``: ``last_eval_at`` per rule, the last successful evaluation, to measure downtime;
-* ``webhook_alerts``: the last state seen per Alertmanager / Grafana ``fingerprint``.
+* ``webhook_alerts``: the last state seen per Alertmanager / Grafana ``fingerprint``;
+* ``api_alerts``: the alerts received on the Alertmanager API (``POST /api/v2/alerts``), by the hash
+  of their labels: labels, annotations, ``startsAt``/``endsAt`` and what was last sent, so an alert
+  whose ``endsAt`` passes while the sidecar is down still gets its ``Ok`` after the restart.
 
 Synchronous ``sqlite3`` on the event loop thread: every statement touches a handful of rows of
 a local file. The durable record of what must be delivered is the outbox, not this file; losing
@@ -24,7 +27,7 @@ from typing import Literal, cast
 
 from sidecar.rules.engine import Instance, InstanceState
 
-__all__ = ["STATE_FILE", "RuleState", "WebhookAlert"]
+__all__ = ["STATE_FILE", "ApiAlertRow", "RuleState", "WebhookAlert"]
 
 STATE_FILE = "rules.sqlite3"
 
@@ -55,6 +58,14 @@ CREATE TABLE IF NOT EXISTS webhook_alerts (
     last_sent_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS api_alerts (
+    fingerprint TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    status TEXT NOT NULL,
+    ends_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_alerts_due ON api_alerts (status, ends_at);
 """
 
 _Row = tuple[object, ...]
@@ -69,6 +80,17 @@ class WebhookAlert:
     status: Literal["firing", "resolved"]
     starts_at: str
     last_sent_at: float
+    updated_at: float
+
+
+@dataclass
+class ApiAlertRow:
+    """One alert of the Alertmanager API as stored: ``doc`` is the receiver's own record (JSON)."""
+
+    fingerprint: str
+    doc: dict[str, object]
+    status: Literal["firing", "resolved"]
+    ends_at: float
     updated_at: float
 
 
@@ -207,6 +229,37 @@ class RuleState:
         cur = self._db.execute(
             "DELETE FROM webhook_alerts WHERE (status = 'resolved' AND updated_at < ?) OR updated_at < ?",
             (now - resolved_ttl, now - stale_ttl),
+        )
+        return cur.rowcount
+
+    # ------------------------------------------------------------------ Alertmanager API alerts
+
+    def api_alert_get(self, fingerprint: str) -> ApiAlertRow | None:
+        r = self._db.execute(
+            "SELECT fingerprint, doc, status, ends_at, updated_at FROM api_alerts WHERE fingerprint = ?",
+            (fingerprint,),
+        ).fetchone()
+        return None if r is None else ApiAlertRow(r[0], json.loads(r[1]), r[2], r[3], r[4])
+
+    def api_alert_put(self, row: ApiAlertRow) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO api_alerts (fingerprint, doc, status, ends_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            (row.fingerprint, json.dumps(row.doc, sort_keys=True), row.status, row.ends_at, row.updated_at),
+        )
+
+    def api_alerts_ended(self, now: float) -> list[ApiAlertRow]:
+        """Firing alerts whose ``endsAt`` is not after ``now``, earliest first."""
+        rows = self._db.execute(
+            "SELECT fingerprint, doc, status, ends_at, updated_at FROM api_alerts"
+            " WHERE status = 'firing' AND ends_at <= ? ORDER BY ends_at",
+            (now,),
+        ).fetchall()
+        return [ApiAlertRow(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in rows]
+
+    def api_alerts_prune(self, now: float, *, resolved_ttl: float = 86400.0) -> int:
+        """Forget resolved alerts a day after they were last heard of."""
+        cur = self._db.execute(
+            "DELETE FROM api_alerts WHERE status = 'resolved' AND updated_at < ?", (now - resolved_ttl,)
         )
         return cur.rowcount
 

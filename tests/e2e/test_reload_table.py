@@ -186,6 +186,30 @@ async def _max_body(w: Walk) -> int:
 
 live("server.webhook_max_body", 2048, 413)(_max_body)
 
+
+async def _resolved_by_timeout(w: Walk) -> bool:
+    """An alert posted to the Alertmanager API without endsAt: resolved within 3 s by the timer?"""
+    w.n += 1
+    alert = {"labels": {"alertname": "WalkApi", "instance": f"api-{w.n}"}, "annotations": {}}
+    headers = {"Authorization": "Bearer hook-token"}
+    url = f"http://127.0.0.1:{w.daemon.port}/api/v2/alerts"
+    async with w.http.post(url, json=[alert], headers=headers) as r:
+        assert r.status == 200, await r.text()
+
+    def ok() -> bool:
+        return any(
+            e.rule == "alertmanager" and e.status == "Ok" and e.labels.get("instance") == f"api-{w.n}" for e in w.events
+        )
+
+    try:
+        await eventually(ok, "the Ok of an alert without endsAt", 3.0)
+    except AssertionError:
+        return False
+    return True
+
+
+live("webhook.resolve_timeout", "1s", True)(_resolved_by_timeout)
+
 RESTART: dict[str, Any] = {
     "flashduty.api_host": "http://127.0.0.1:10",
     "flashduty.integration_key": "${OTHER_SECRET}",

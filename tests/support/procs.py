@@ -69,15 +69,23 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 @asynccontextmanager
-async def prometheus(tmp: Path, *, targets: list[str], scrape_interval: str = "1s") -> AsyncIterator[str]:
-    """A Prometheus scraping ``targets`` (host:port); yields its base URL."""
+async def prometheus(
+    tmp: Path,
+    *,
+    targets: list[str],
+    scrape_interval: str = "1s",
+    extra_config: str = "",
+    extra_args: tuple[str, ...] = (),
+) -> AsyncIterator[str]:
+    """A Prometheus scraping ``targets`` (host:port); yields its base URL. ``extra_config``: more
+    top-level sections of prometheus.yml (``rule_files``, ``alerting``); ``extra_args``: flags."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "prometheus.yml"
     quoted = ", ".join(f"'{t}'" for t in targets)
     config.write_text(
         f"global:\n  scrape_interval: {scrape_interval}\n  evaluation_interval: {scrape_interval}\n"
-        f"scrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: [{quoted}]\n"
+        f"scrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: [{quoted}]\n" + extra_config
     )
     url = f"http://127.0.0.1:{port}"
     args = [
@@ -86,13 +94,14 @@ async def prometheus(tmp: Path, *, targets: list[str], scrape_interval: str = "1
         f"--storage.tsdb.path={tmp / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
         "--log.level=warn",
+        *extra_args,
     ]
     async with process(args, ready_url=url + "/-/ready", log_path=tmp / "prometheus.log"):
         yield url
 
 
 @asynccontextmanager
-async def alertmanager(tmp: Path, *, config_yaml: str) -> AsyncIterator[str]:
+async def alertmanager(tmp: Path, *, config_yaml: str, extra_args: tuple[str, ...] = ()) -> AsyncIterator[str]:
     """An Alertmanager without clustering; yields its base URL."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
@@ -106,6 +115,7 @@ async def alertmanager(tmp: Path, *, config_yaml: str) -> AsyncIterator[str]:
         f"--web.listen-address=127.0.0.1:{port}",
         "--cluster.listen-address=",
         "--log.level=warn",
+        *extra_args,
     ]
     async with process(args, ready_url=url + "/-/ready", log_path=tmp / "alertmanager.log"):
         yield url

@@ -257,8 +257,9 @@ async def test_body_too_large(tmp_path: Path) -> None:
 
 MALFORMED = [
     (b"{not json", "body: not valid JSON"),
-    (json.dumps([1, 2]).encode(), "body: must be a JSON object"),
-    (json.dumps({"alerts": []}).encode(), "version: required"),
+    (json.dumps([1, 2]).encode(), "body: a JSON array is an Alertmanager API v2 body"),
+    (json.dumps("text").encode(), "body: must be a JSON object"),
+    (json.dumps({"receiver": "r"}).encode(), 'version: missing, and no "alerts" list'),
     (json.dumps({"version": "3", "alerts": []}).encode(), "version: unsupported webhook version '3'"),
     (json.dumps({"version": "4"}).encode(), "alerts: must be a list"),
     (json.dumps({"version": "4", "alerts": [{"status": "ok", "labels": {}}]}).encode(),
