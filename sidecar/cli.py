@@ -110,6 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_FAIL
+    except ModuleNotFoundError as e:
+        # an installation without its dependencies: say which, not a chained traceback
+        print(
+            f"flashduty-sidecar {args.command}: missing Python package {e.name!r}: "
+            "install flashduty-sidecar with its dependencies",
+            file=sys.stderr,
+        )
+        return EXIT_FAIL
     except Exception as e:
         if isinstance(e, _operational()):
             print(f"flashduty-sidecar {args.command}: {_one_line(e)}", file=sys.stderr)

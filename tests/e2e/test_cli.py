@@ -194,3 +194,21 @@ async def test_run_process_reload_and_sigterm(tmp_path: Path, boxes: Sandboxes) 
     assert any(line["msg"].startswith("delivered") for line in lines)
     for secret in SECRETS.values():
         assert secret not in out, f"secret {secret[:6]}… leaked into the logs"
+
+
+def test_a_missing_dependency_is_one_line_not_a_traceback() -> None:
+    # an installation without aiohttp (sys.modules[name] = None makes its import fail as missing)
+    code = (
+        "import sys; sys.modules['aiohttp'] = None; from sidecar.cli import main; raise SystemExit(main(sys.argv[1:]))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, "run", "--config", str(ROOT / "config.example.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "FLASHDUTY_INTEGRATION_KEY": "k", "GRAFANA_TOKEN": "t"},
+    )
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "missing Python package 'aiohttp'" in r.stderr
