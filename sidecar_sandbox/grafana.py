@@ -104,7 +104,7 @@ class GrafanaSandbox:
         app = web.Application(middlewares=[self._auth_middleware])
         app[CLOSING] = asyncio.Event()
         app.on_shutdown.append(signal_closing)
-        app.router.add_get("/login", login_page)
+        app.router.add_get("/login", login_page(self))
         app.router.add_get("/api/health", self._health)
         app.router.add_get("/public/build/app.js", app_bundle)
         app.router.add_routes(page_routes(self))

@@ -144,10 +144,10 @@
 
   function showLoading(view) {
     view.section.dataset.sandboxState = 'loading';
-    view.loading = el('div', { 'class': 'panel-loading', 'aria-label': texts.loading }, [
-      el('div', { 'class': 'panel-loading__bar' }),
-      el('div', { 'class': 'panel-loading__spinner' }),
-      el('span', { 'class': 'panel-loading__text' }, [''])
+    view.loading = el('div', { 'class': 'css-loading-bar', 'aria-label': texts.loading }, [
+      el('div', { 'class': 'css-loading-bar__bar' }),
+      el('div', { 'class': 'css-loading-bar__spinner' }),
+      el('span', { 'class': 'css-loading-bar__text' }, [''])
     ]);
     view.section.appendChild(view.loading);
   }

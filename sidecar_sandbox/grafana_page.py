@@ -64,8 +64,15 @@ def page_routes(sandbox: GrafanaSandbox) -> list[web.RouteDef]:
     return routes
 
 
-async def login_page(request: web.Request) -> web.Response:
-    return web.Response(text=_asset("grafana_login.html"), content_type="text/html")
+def login_page(sandbox: GrafanaSandbox) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The login page, rendered from the same index.html as every page: ``<base href>`` carries
+    ``appSubUrl`` (follows grafana/grafana public/views/index.html)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        html = _asset("grafana_login.html").replace("__BASE__", _html_escape(sandbox.sub_path.prefix))
+        return web.Response(text=html, content_type="text/html")
+
+    return handler
 
 
 async def app_bundle(request: web.Request) -> web.Response:
