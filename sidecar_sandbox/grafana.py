@@ -71,12 +71,14 @@ class GrafanaSandbox:
         token_org: int = 1,
         user_orgs: tuple[int, ...] = (1, 2),
         language: str = "en-US",
+        cdn_url: str = "",
     ) -> None:
         self.profile: Profile = PROFILES[profile]
         self.sub_path = sub_path or SubPath()
         self.token_org = token_org  # a service-account token belongs to one org
         self.user_orgs = user_orgs  # a basic-auth user may be a member of several
         self.language = language
+        self.cdn_url = cdn_url  # [server] cdn_url: the app bundle is loaded from there
         self.token = token
         self.basic_auth = basic_auth
         self.query_delay = query_delay

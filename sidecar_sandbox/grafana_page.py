@@ -104,6 +104,7 @@ def _page_handler(sandbox: GrafanaSandbox, mode: str) -> Callable[[web.Request],
             apis=profile.apis,
             version=profile.version,
             panelIdRaw=request.query.get("panelId", ""),
+            cdnUrl=sandbox.cdn_url,  # [[.ContentDeliveryURL]] in index.html
         )
         html = render_page(dashboard, config, sandbox.external_resource_url, base=sandbox.sub_path.prefix)
         return web.Response(text=html, content_type="text/html")
@@ -126,6 +127,7 @@ def render_page(
         "EXTERNAL": external,
         "CONFIG": _script_json(config),
         "BASE": _html_escape(base),
+        "BUNDLE": _html_escape(config.get("cdnUrl") or "") + "public/build/app.js",
         "LANG": _html_escape(str(config.get("lang", "en-US"))),
     }
     return re.sub(r"__([A-Z]+)__", lambda m: values.get(m.group(1), m.group(0)), _asset("grafana_page.html"))

@@ -126,6 +126,7 @@ class GrafanaProbe:
         self._lock = asyncio.Lock()
         self._logged: GrafanaInfo | None = None
         self.failure = ""  # why the last detection found nothing (safe words), for the capture's detail
+        self.no_grafana = ""  # set when grafana.url answers but no /api/health is there: not Grafana's path
 
     def cached(self) -> GrafanaInfo | None:
         return self._info
@@ -157,6 +158,7 @@ class GrafanaProbe:
 
     async def _detect(self, timeout: float) -> GrafanaInfo | None:
         client_timeout = aiohttp.ClientTimeout(total=max(timeout, 0.1))
+        self.no_grafana = ""
         try:
             async with aiohttp.ClientSession(timeout=client_timeout) as session:
                 serve_url, version = await self._health(session, self._url)
@@ -164,8 +166,9 @@ class GrafanaProbe:
                     # Grafana does not serve from the sub path: it answers at the origin
                     serve_url, version = await self._health(session, self._origin_url())
                 if serve_url is None:
-                    self.failure = f"Grafana answered no /api/health under {self._url}"
+                    self.failure = self.no_grafana = f"no Grafana /api/health under {self._url}"
                     return None
+                self.no_grafana = ""
                 sub = await self._app_sub_url(session, serve_url)
                 return GrafanaInfo(serve_url=serve_url, app_sub_url=sub, version_text=version)
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:

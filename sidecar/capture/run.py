@@ -36,6 +36,7 @@ from sidecar.capture.lease import Prepare
 from sidecar.capture.network import NetworkTracker, install_auth, install_rewrite
 from sidecar.capture.options import context_options
 from sidecar.capture.page import shoot, timed
+from sidecar.capture.readiness import not_loaded_detail
 from sidecar.capture.result import CaptureResult
 from sidecar.capture.urls import panel_url
 from sidecar.config import GrafanaConfig
@@ -121,6 +122,8 @@ class CaptureRun:
         with timed(steps, "slug", clock):
             budget = min(LOOKUP_TIMEOUT, max(deadline - clock(), 0.1) / 4)
             grafana = await self.grafana_probe.current(timeout=budget)
+            if self.grafana_probe.no_grafana:  # e.g. serve_from_sub_path and grafana.url without the sub path
+                return self._result(CaptureClass.NOT_LOADED, not_loaded_detail(self.grafana_probe.no_grafana))
             try:
                 panel_id = grafana.panel_param(req.panel) if req.panel is not None else None
             except ValueError as e:
