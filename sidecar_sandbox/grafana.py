@@ -6,11 +6,13 @@ the same readiness signals, the same auth failure modes. It is a sandbox, not a 
 
 Routes (``auth`` = ``Authorization: Bearer <token>`` and/or HTTP basic auth, when configured)::
 
-    GET  /login                                   login page (open)
+    GET  /login                                   login page (open; <base href> carries appSubUrl)
     GET  /api/health                              {"commit","database","version"} (open)
+    GET  /public/build/app.js                     the page scripts, loaded by every page (open)
     GET  /d-solo/<uid>[/<slug>]?panelId=..        one panel (no auth: 302 to /login)
     GET  /d/<uid>[/<slug>]?kiosk                  whole dashboard (no auth: 302 to /login)
-    GET  /api/dashboards/uid/<uid>                dashboard JSON (no auth: 401 JSON)
+    GET  /api/dashboards/uid/<uid>                dashboard JSON (no auth: 401 JSON; a v2 dashboard: 406)
+    GET  /apis/dashboard.grafana.app/<v>/namespaces/<ns>/dashboards/<uid>[/dto]   (12.4 profile)
     POST /api/ds/query                            data frames; the server applies the delays
     GET  /api/prometheus/grafana/api/v1/rules     Grafana-managed rules (state, dashboard_uid,
                                                   panel_id, rule_uid filters)
@@ -20,7 +22,10 @@ Routes (``auth`` = ``Authorization: Bearer <token>`` and/or HTTP basic auth, whe
     POST /_sandbox/rules                          {"uid","firing","labels"} like set_firing (open)
 
 Anonymous requests are answered like Grafana answers them: pages redirect to ``/login`` (with a
-``redirect_to`` cookie), the API answers 401 JSON.
+``redirect_to`` cookie), the API answers 401 JSON. ``profile`` picks the Grafana version played and
+``sub_path`` the deployment (``grafana_profiles.py``); org 2 has its own dashboards: a token
+belongs to ``token_org`` only (another org: 401), a basic-auth user to ``user_orgs``;
+``language`` translates the page's texts; ``cdn_url`` loads the app bundle from elsewhere.
 
 This module is the server: state, auth and the ``/_sandbox/`` control routes. The pages (and
 their readiness signals) are ``grafana_page.py`` with ``grafana_page.html`` /
