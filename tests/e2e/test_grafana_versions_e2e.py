@@ -52,7 +52,7 @@ SCHEDULES = """
   - {name: ByKey, source: schedule, every: 3s, title: By key, panels: [{dashboard: sandbox, panel: panel-1, range: 1h}]}
 """
 TOKEN_AUTH = "token: ${GRAFANA_TOKEN}"
-USER_AUTH = "basic_auth: {username: viewer, password: \"${GRAFANA_PASSWORD}\"}"
+USER_AUTH = 'basic_auth: {username: viewer, password: "${GRAFANA_PASSWORD}"}'
 
 
 async def run_daemon(tmp_path: Path, boxes: Sandboxes, *, auth: str, rules: str) -> Daemon:
