@@ -77,6 +77,7 @@ class GrafanaSandbox:
         user_orgs: tuple[int, ...] = (1, 2),
         language: str = "en-US",
         cdn_url: str = "",
+        forbidden: tuple[str, ...] = (),
     ) -> None:
         self.profile: Profile = PROFILES[profile]
         self.sub_path = sub_path or SubPath()
@@ -84,6 +85,7 @@ class GrafanaSandbox:
         self.user_orgs = user_orgs  # a basic-auth user may be a member of several
         self.language = language
         self.cdn_url = cdn_url  # [server] cdn_url: the app bundle is loaded from there
+        self.forbidden = frozenset(forbidden)  # dashboard uids the credentials may not read (403)
         self.token = token
         self.basic_auth = basic_auth
         self.query_delay = query_delay

@@ -58,6 +58,9 @@ class _Api:
         dashboard = self._board(request, request.match_info["uid"])
         if dashboard is None:
             return web.json_response({"message": "Dashboard not found"}, status=404)
+        if dashboard.uid in self.sb.forbidden:
+            # follows grafana/grafana pkg/api/dashboard.go (dashboardGuardianResponse)
+            return web.json_response({"message": "Access denied to this dashboard"}, status=403)
         if dashboard.v2:
             # follows grafana/grafana pkg/api/dashboard.go (GetDashboard: a v2 dashboard is
             # refused with 406 and the API to use instead)
@@ -82,6 +85,8 @@ class _Api:
         dashboard = self.sb.orgs.get(org, {}).get(uid)
         if dashboard is None:
             return _k8s_status(404, "NotFound", f'dashboards.dashboard.grafana.app "{uid}" not found')
+        if dashboard.uid in self.sb.forbidden:
+            return _k8s_status(403, "Forbidden", f'dashboards.dashboard.grafana.app "{uid}" is forbidden')
         if version.startswith("v2"):
             return web.json_response(dashboard.to_v2(ns) if dashboard.v2 else _v1_resource(dashboard, ns, version))
         if dashboard.v2:

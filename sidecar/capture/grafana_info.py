@@ -43,6 +43,11 @@ _PANEL_KEY = re.compile(r"panel-(\d+)(-clone-\d+)?")
 _SUB_URL = re.compile(r""""appSubUrl"\s*:\s*"([^"]*)\"""")
 
 
+def _not_here(status: int) -> bool:
+    """``/api/health`` is not Grafana's API at this path (it is not a page that wants a login)."""
+    return status == 404 or 300 <= status < 400
+
+
 def parse_version(text: str) -> tuple[int, int, int] | None:
     """``"11.2.3"``, ``"12.4.0-123456"``, ``"v10.4.1"`` → ``(major, minor, patch)``; None when unknown."""
     m = _VERSION.match(text.strip())
@@ -161,14 +166,17 @@ class GrafanaProbe:
         self.no_grafana = ""
         try:
             async with aiohttp.ClientSession(timeout=client_timeout) as session:
-                serve_url, version = await self._health(session, self._url)
-                if serve_url is None and base_path(self._url):
-                    # Grafana does not serve from the sub path: it answers at the origin
-                    serve_url, version = await self._health(session, self._origin_url())
-                if serve_url is None:
+                serve_url, status, version = self._url, *await self._health(session, self._url)
+                if _not_here(status) and base_path(self._url):
+                    # Grafana does not serve from the sub path: it answers at the origin (under the
+                    # prefix, its catch-all page route answers 404 or a redirect to the login page)
+                    serve_url, (status, version) = self._origin_url(), await self._health(session, self._origin_url())
+                if _not_here(status):
                     self.failure = self.no_grafana = f"no Grafana /api/health under {self._url}"
                     return None
-                self.no_grafana = ""
+                if status != 200:  # a proxy in front that wants credentials, Grafana starting: unknown version
+                    self.failure = f"Grafana answered HTTP {status} on /api/health"
+                    return None  # grafana.url as is, asked again soon
                 sub = await self._app_sub_url(session, serve_url)
                 return GrafanaInfo(serve_url=serve_url, app_sub_url=sub, version_text=version)
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
@@ -180,13 +188,17 @@ class GrafanaProbe:
         return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
 
     @staticmethod
-    async def _health(session: aiohttp.ClientSession, url: str) -> tuple[str | None, str]:
+    async def _health(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+        """``(status, version)`` of ``<url>/api/health`` (version ``""`` when the body is not Grafana's)."""
         async with session.get(url + "/api/health", allow_redirects=False) as resp:
             if resp.status != 200:
-                return None, ""
-            body = await resp.json(content_type=None)
+                return resp.status, ""
+            try:
+                body = await resp.json(content_type=None)
+            except ValueError:
+                return 200, ""
         version = body.get("version") if isinstance(body, dict) else None
-        return url, str(version or "")
+        return 200, str(version or "")
 
     @staticmethod
     async def _app_sub_url(session: aiohttp.ClientSession, serve_url: str) -> str:

@@ -116,6 +116,17 @@ async def test_the_12_4_badge_is_there_without_hide_logo(grafanas: Grafanas) -> 
     assert colour_pixels(result.image or b"", BADGE, 30) == 0
 
 
+async def test_a_refusal_on_the_app_platform_api_is_login_and_clones_work_on_scenes(grafanas: Grafanas) -> None:
+    """12.x pages load the dashboard from /apis/dashboard.grafana.app: a 403 there is watched."""
+    url = await grafanas.serve(GrafanaSandbox(profile="12.4", query_delay=0.05, forbidden=("sandbox-legacy",)))
+    service = await grafanas.service(grafana_cfg(url))
+    refused = await service.capture(panel("1", dashboard="sandbox-legacy"))
+    assert refused.cls is CaptureClass.LOGIN and refused.image is None, refused.detail
+    assert "HTTP 403 on /apis/dashboard.grafana.app/" in refused.detail
+    clone = await service.capture(panel("panel-1-clone-1", width=600, height=300))
+    assert clone.cls is CaptureClass.OK and "panelId=panel-1-clone-1" in clone.url, clone.detail
+
+
 @pytest.mark.parametrize("profile", ["10.4", "11.1"])
 async def test_a_clone_key_on_the_legacy_solo_page_is_a_clear_error(grafanas: Grafanas, profile: str) -> None:
     url = await grafanas.serve(GrafanaSandbox(profile=profile, query_delay=0.05))

@@ -119,3 +119,28 @@ async def test_no_grafana_under_the_url_and_no_answer_at_all(serve: object) -> N
     down = GrafanaProbe("http://127.0.0.1:9", clock=Clock())  # connection refused
     assert (await down.current(timeout=1)).serve_url == "http://127.0.0.1:9"
     assert down.no_grafana == "" and "cannot reach Grafana" in down.failure
+
+
+async def test_a_refused_health_check_is_not_taken_for_a_missing_grafana(serve: object) -> None:
+    """A proxy that wants credentials on /api/health (401) must not make every capture not_loaded."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        if request.path == "/api/health":
+            return web.json_response({"message": "Unauthorized"}, status=401)
+        return await handler(request)
+
+    sandbox = GrafanaSandbox()
+    app = sandbox.make_app()
+    app.middlewares.insert(0, guard)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        probe = GrafanaProbe(f"http://{host}:{port}", clock=Clock())
+        info = await probe.current(timeout=2)
+        assert info.serve_url == f"http://{host}:{port}" and info.version is None
+        assert probe.no_grafana == "" and "HTTP 401 on /api/health" in probe.failure
+    finally:
+        await runner.cleanup()
