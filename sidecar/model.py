@@ -59,6 +59,7 @@ class PanelCapture:
     timezone: str = "UTC"
     format: str = "png"
     title: str = ""  # used for images[].alt when set
+    org_id: int | None = None  # Grafana org of the alert (webhook orgId / panelURL); None: grafana.org_id
 
     @property
     def alt(self) -> str:
@@ -81,6 +82,7 @@ class PanelCapture:
                 self.theme,
                 self.timezone,
                 self.format,
+                self.org_id,
             ],
             separators=(",", ":"),
         )

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from sidecar_sandbox.grafana_model import Panel, panel_result, parse_time
+from sidecar_sandbox.grafana_model import Dashboard, Panel, panel_result, parse_time
+from sidecar_sandbox.grafana_profiles import namespace
 
 if TYPE_CHECKING:
     from sidecar_sandbox.grafana import GrafanaSandbox
@@ -34,23 +35,63 @@ Window = tuple[int, int]
 
 def api_routes(sandbox: GrafanaSandbox) -> list[web.RouteDef]:
     api = _Api(sandbox)
-    return [
+    routes = [
         web.get("/api/dashboards/uid/{uid}", api.dashboard),
         web.post("/api/ds/query", api.ds_query),
         web.get(RULES_PREFIX + "/rules", api.rules),
         web.get(RULES_PREFIX + "/alerts", api.alerts),
     ]
+    if sandbox.profile.apis:
+        apis = "/apis/dashboard.grafana.app/{version}/namespaces/{ns}/dashboards/{uid}"
+        routes += [web.get(apis, api.resource), web.get(apis + "/dto", api.resource)]
+    return routes
 
 
 class _Api:
     def __init__(self, sandbox: GrafanaSandbox) -> None:
         self.sb = sandbox
 
+    def _board(self, request: web.Request, uid: str) -> Dashboard | None:
+        return self.sb.orgs.get(self.sb.org_of(request), {}).get(uid)
+
     async def dashboard(self, request: web.Request) -> web.Response:
-        dashboard = self.sb.dashboards.get(request.match_info["uid"])
+        dashboard = self._board(request, request.match_info["uid"])
         if dashboard is None:
             return web.json_response({"message": "Dashboard not found"}, status=404)
+        if dashboard.uid in self.sb.forbidden:
+            # follows grafana/grafana pkg/api/dashboard.go (dashboardGuardianResponse)
+            return web.json_response({"message": "Access denied to this dashboard"}, status=403)
+        if dashboard.v2:
+            # follows grafana/grafana pkg/api/dashboard.go (GetDashboard: a v2 dashboard is
+            # refused with 406 and the API to use instead)
+            ns = namespace(self.sb.org_of(request))
+            message = (
+                "dashboard api version not supported, use "
+                f"/apis/dashboard.grafana.app/v2/namespaces/{ns}/dashboards/{dashboard.uid} instead"
+            )
+            return web.json_response({"message": message}, status=406)
         return web.json_response(dashboard.to_json())
+
+    async def resource(self, request: web.Request) -> web.Response:
+        """``/apis/dashboard.grafana.app/<version>/namespaces/<ns>/dashboards/<uid>[/dto]`` (12.x):
+        a v1 resource (``spec`` is the dashboard JSON) or, for ``v2*`` versions, a v2 resource;
+        a v2 dashboard read as v1 is a 406 like the legacy API. Follows grafana/grafana
+        pkg/registry/apis/dashboard (legacy storage; namespaces per
+        pkg/services/apiserver/endpoints/request/namespace.go)."""
+        version, ns, uid = (request.match_info[k] for k in ("version", "ns", "uid"))
+        org = 1 if ns == "default" else int(ns[4:]) if ns.startswith("org-") and ns[4:].isdigit() else 0
+        if org != self.sb.org_of(request):
+            return _k8s_status(403, "Forbidden", f'dashboards.dashboard.grafana.app "{uid}" is forbidden')
+        dashboard = self.sb.orgs.get(org, {}).get(uid)
+        if dashboard is None:
+            return _k8s_status(404, "NotFound", f'dashboards.dashboard.grafana.app "{uid}" not found')
+        if dashboard.uid in self.sb.forbidden:
+            return _k8s_status(403, "Forbidden", f'dashboards.dashboard.grafana.app "{uid}" is forbidden')
+        if version.startswith("v2"):
+            return web.json_response(dashboard.to_v2(ns) if dashboard.v2 else _v1_resource(dashboard, ns, version))
+        if dashboard.v2:
+            return _k8s_status(406, "NotAcceptable", "dashboard stored as v2: read it with a v2 version")
+        return web.json_response(_v1_resource(dashboard, ns, version))
 
     async def ds_query(self, request: web.Request) -> web.Response:
         """Grafana's query endpoint: the server holds each answer for the panel's delay."""
@@ -65,7 +106,7 @@ class _Api:
             return web.json_response({"message": f"bad request data: {exc}"}, status=400)
         if window[1] <= window[0]:
             return web.json_response({"message": "bad request data: from must be before to"}, status=400)
-        panels = [self._query_panel(q) for q in queries]
+        panels = [self._query_panel(request, q) for q in queries]
         if any(p is not None and p.behaviour == "stuck" for p in panels):
             await _hang(request)
             return web.json_response({"message": "sandbox shutting down"}, status=503)
@@ -74,9 +115,9 @@ class _Api:
         failed = any("error" in r for r in results.values())
         return web.json_response({"results": results}, status=400 if failed else 200)
 
-    def _query_panel(self, query: dict[str, Any]) -> Panel | None:
-        dashboard = self.sb.dashboards.get(str(query.get("dashboardUid", "")))
-        return dashboard.panel(str(query.get("panelId", ""))) if dashboard else None
+    def _query_panel(self, request: web.Request, query: dict[str, Any]) -> Panel | None:
+        dashboard = self._board(request, str(query.get("dashboardUid", "")))
+        return dashboard.panel(str(query.get("panelId", "")), scenes=True) if dashboard else None
 
     def _delay(self, panel: Panel | None, query: dict[str, Any]) -> float:
         override = query.get("sandboxDelayMs")
@@ -101,6 +142,30 @@ class _Api:
 
     async def alerts(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "success", "data": {"alerts": self.sb.rules.alerts()}})
+
+
+def _v1_resource(dashboard: Dashboard, ns: str, version: str) -> dict[str, Any]:
+    meta = {"name": dashboard.uid, "namespace": ns, "resourceVersion": "1", "generation": 1}
+    return {
+        "apiVersion": f"dashboard.grafana.app/{version}",
+        "kind": "Dashboard",
+        "metadata": meta,
+        "spec": dashboard.to_json()["dashboard"],
+    }
+
+
+def _k8s_status(code: int, reason: str, message: str) -> web.Response:
+    """A Kubernetes ``Status`` answer, as the app platform API gives its errors."""
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    return web.json_response(body, status=code)
 
 
 async def signal_closing(app: web.Application) -> None:

@@ -1,8 +1,10 @@
 """Dashboards, panels and the data they show, for the Grafana sandbox (``grafana.py``).
 
-Two built-in dashboards: ``sandbox`` (a Scenes dashboard, Grafana ≥ 11) whose panels cover the
-cases a capture must tell apart (slow, stuck, empty, broken, metric-driven), and
-``sandbox-legacy`` (pre-Scenes). Data is deterministic pseudo-random around a baseline, so the
+Built-in dashboards: ``sandbox`` (a Scenes dashboard, Grafana ≥ 11) whose panels cover the
+cases a capture must tell apart (slow, stuck, empty, broken, metric-driven),
+``sandbox-legacy`` (pre-Scenes), ``sandbox-live`` (a streaming panel that redraws after its
+query, like a clock or a Grafana Live panel), ``sandbox-v2`` (v2 schema, 12.4) and org 2's
+``org2-services``. Data is deterministic pseudo-random around a baseline, so the
 same window always draws the same picture, and is shaped like the frames Grafana's Prometheus
 datasource returns from ``POST /api/ds/query``.
 """
@@ -22,7 +24,7 @@ _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_8
 _UNIT_MS |= {"M": 30 * 86_400_000, "y": 365 * 86_400_000}
 BROKEN_MESSAGE = 'Post "http://prometheus:9090/api/v1/query_range": dial tcp: connection refused'
 
-Behaviour = Literal["series", "stuck", "empty", "error", "metric"]
+Behaviour = Literal["series", "stuck", "empty", "error", "metric", "live"]
 
 
 @dataclass(frozen=True)
@@ -60,14 +62,39 @@ class Dashboard:
     scenes: bool
     panels: tuple[Panel, ...]
     variables: dict[str, str] = field(default_factory=dict)
+    v2: bool = False  # a v2-schema dashboard (12.1+): 406 on /api/dashboards/uid
 
-    def panel(self, raw: str) -> Panel | None:
-        """Resolve ``panelId``: digits, or (Scenes only) a ``panel-<id>`` key."""
-        match = re.fullmatch(r"panel-(\d+)", raw) if self.scenes else None
-        digits = match.group(1) if match else raw
-        if not digits.isdigit():
+    def panel(self, raw: str, scenes: bool | None = None) -> Panel | None:
+        """Resolve ``panelId`` as the page would: Scenes takes a key (``panel-4``, a repeat clone
+        ``panel-4-clone-1``: follows grafana/grafana public/app/features/dashboard-scene/solo/
+        useSoloPanel.ts and utils.ts findVizPanelByKey) or the bare id; the legacy page does
+        ``parseInt(panelId)`` (public/app/features/dashboard/containers/SoloPanelPage.tsx), so a
+        key is NaN there and only digits (or leading digits) work."""
+        scenes = self.scenes if scenes is None else scenes
+        match = re.fullmatch(r"panel-(\d+)(?:-clone-\d+)?", raw) if scenes else None
+        if match:
+            digits = match.group(1)
+        else:
+            lead = re.match(r"\s*(\d+)", raw)  # JavaScript's parseInt
+            digits = lead.group(1) if lead and (not scenes or raw.isdigit()) else ""
+        if not digits:
             return None
         return next((p for p in self.panels if p.id == int(digits)), None)
+
+    def to_v2(self, namespace: str) -> dict[str, Any]:
+        """The v2 resource (``/apis/dashboard.grafana.app/v2beta1/...``), as in grafana/grafana
+        apps/dashboard/pkg/apis/dashboard/v2beta1 (spec.title, spec.elements of kind Panel,
+        no slug: the frontend makes it from the title)."""
+        elements = {
+            f"panel-{p.id}": {"kind": "Panel", "spec": {"id": p.id, "title": p.title, "description": ""}}
+            for p in self.panels
+        }
+        return {
+            "apiVersion": "dashboard.grafana.app/v2beta1",
+            "kind": "Dashboard",
+            "metadata": {"name": self.uid, "namespace": namespace, "resourceVersion": "1", "generation": 1},
+            "spec": {"title": self.title, "elements": elements, "layout": {"kind": "GridLayout", "spec": {}}},
+        }
 
     def to_json(self) -> dict[str, Any]:
         """``GET /api/dashboards/uid/<uid>`` body."""
@@ -101,8 +128,9 @@ class Dashboard:
         return {"dashboard": dashboard, "meta": meta}
 
 
-def builtin_dashboards(query_delay: float) -> dict[str, Dashboard]:
-    """The two dashboards every sandbox serves (uids ``sandbox`` and ``sandbox-legacy``)."""
+def builtin_dashboards(query_delay: float, *, v2: bool = False) -> dict[str, Dashboard]:
+    """The dashboards of org 1: ``sandbox`` and ``sandbox-legacy``, and ``sandbox-v2`` (a v2-schema
+    dashboard) on versions that have them."""
     scenes = Dashboard(
         uid="sandbox",
         title="Sandbox services",
@@ -128,7 +156,38 @@ def builtin_dashboards(query_delay: float) -> dict[str, Dashboard]:
             Panel(2, "Slow", "series", "slow_requests", 3.0, 0.8, 0.3, (12, 0, 12, 8)),
         ),
     )
-    return {d.uid: d for d in (scenes, legacy)}
+    live = Dashboard(
+        uid="sandbox-live",
+        title="Live",
+        slug="live",
+        scenes=True,
+        panels=(Panel(1, "Live clock", "live", "live", query_delay, 50.0, 10.0, (0, 0, 12, 8)),),
+    )
+    boards = [scenes, legacy, live]
+    if v2:
+        boards.append(
+            Dashboard(
+                uid="sandbox-v2",
+                title="V2 services",
+                slug="v2-services",
+                scenes=True,
+                v2=True,
+                panels=(Panel(1, "V2 request rate", "series", "requests", query_delay, 80.0, 20.0, (0, 0, 12, 8)),),
+            )
+        )
+    return {d.uid: d for d in boards}
+
+
+def org_dashboards(query_delay: float) -> dict[str, Dashboard]:
+    """Org 2's dashboards: one, ``org2-services``, which org 1 does not have."""
+    board = Dashboard(
+        uid="org2-services",
+        title="Org 2 services",
+        slug="org-2-services",
+        scenes=True,
+        panels=(Panel(1, "Org 2 request rate", "series", "requests", query_delay, 60.0, 15.0, (0, 0, 12, 8)),),
+    )
+    return {board.uid: board}
 
 
 def parse_time(raw: Any, now_ms: int) -> int:

@@ -18,6 +18,8 @@
   var chart = window.__sandboxChart;
   var el = chart.el;
   var cfg = window.__sandboxConfig;
+  var texts = cfg.texts || {};
+  var sub = cfg.appSubUrl || '';
   var zone = chart.resolveZone(cfg.tz);
   var tracker = { started: 0, rendered: 0 };
   var requestSeq = 0;
@@ -50,11 +52,11 @@
     window.__sandboxReadyAt = readyAt;
     var payload = JSON.stringify({
       url: location.href, navigation_start: performance.timeOrigin, ready_at: readyAt,
-      panels: tracker.rendered
+      panels: tracker.rendered, logo: !!document.querySelector('.solo-logo'), org: cfg.orgId
     });
     try {
-      if (!navigator.sendBeacon('/_sandbox/rendered', payload)) {
-        fetch('/_sandbox/rendered', { method: 'POST', body: payload, keepalive: true });
+      if (!navigator.sendBeacon(sub + '/_sandbox/rendered', payload)) {
+        fetch(sub + '/_sandbox/rendered', { method: 'POST', body: payload, keepalive: true });
       }
     } catch (e) { /* the beacon is only for benchmarks */ }
   }
@@ -112,10 +114,11 @@
     };
     if (cfg.delayMs !== null) query.sandboxDelayMs = cfg.delayMs;
     requestSeq += 1;
-    fetch('/api/ds/query?ds_type=prometheus&requestId=SQR' + requestSeq, {
+    // backend_srv.ts sends the org of the page with every API request
+    fetch(sub + '/api/ds/query?ds_type=prometheus&requestId=SQR' + requestSeq, {
       method: 'POST',
       credentials: 'same-origin',
-      headers: { 'Content-Type': 'application/json', 'Accept': 'application/json' },
+      headers: { 'Content-Type': 'application/json', 'Accept': 'application/json', 'X-Grafana-Org-Id': String(cfg.orgId) },
       body: JSON.stringify({ queries: [query], from: String(range.from), to: String(range.to) })
     }).then(function (resp) {
       return resp.json().catch(function () { return {}; }).then(function (body) {
@@ -141,10 +144,10 @@
 
   function showLoading(view) {
     view.section.dataset.sandboxState = 'loading';
-    view.loading = el('div', { 'class': 'panel-loading', 'aria-label': 'Panel loading bar' }, [
-      el('div', { 'class': 'panel-loading__bar' }),
-      el('div', { 'class': 'panel-loading__spinner' }),
-      el('span', { 'class': 'panel-loading__text' }, ['Loading'])
+    view.loading = el('div', { 'class': 'css-loading-bar', 'aria-label': texts.loading }, [
+      el('div', { 'class': 'css-loading-bar__bar' }),
+      el('div', { 'class': 'css-loading-bar__spinner' }),
+      el('span', { 'class': 'css-loading-bar__text' }, [''])
     ]);
     view.section.appendChild(view.loading);
   }
@@ -160,10 +163,20 @@
     } else {
       view.content.appendChild(el('div', {
         'class': 'panel-empty', 'data-testid': 'data-testid Panel data error message'
-      }, ['No data']));
+      }, [texts.noData]));
     }
     view.section.dataset.sandboxState = data.error ? 'error' : series.length ? 'done' : 'nodata';
     panelRendered();
+    if (view.panel.behaviour === 'live' && series.length) startClock(view);
+  }
+
+  // a live panel (a clock, a Grafana Live stream) keeps redrawing after its query is done
+  function startClock(view) {
+    var clock = el('div', { 'class': 'live-clock' }, ['']);
+    view.content.appendChild(clock);
+    var tick = function () { clock.textContent = new Date().toISOString().slice(11, 23); };
+    tick();
+    setInterval(tick, 40);
   }
 
   function showError(view, message) {
@@ -195,10 +208,20 @@
     var solo = el('div', { 'class': 'panel-solo' });
     root.appendChild(solo);
     if (!cfg.panels.length) {
+      // Scenes: useSoloPanel's 'Panel not found' (translated); legacy SoloPanelPage:
+      // "Panel with id {parseInt(panelId)} not found" (NaN for a key)
+      var id = parseInt(cfg.panelIdRaw, 10);
+      var message = cfg.scenes ? texts.notFound : 'Panel with id ' + (isNaN(id) ? 'NaN' : id) + ' not found';
       solo.appendChild(el('div', {
         'class': 'panel-not-found', role: 'alert', 'data-testid': 'data-testid Alert error'
-      }, [el('div', { 'class': 'alert-title' }, ['Panel not found'])]));
+      }, [el('div', { 'class': 'alert-title' }, [message])]));
       return;
+    }
+    if (cfg.soloLogo) {
+      // 12.4 SoloPanelPageLogo: "Powered by" + the Grafana logo, unless hideLogo=true
+      solo.appendChild(el('div', { 'class': 'solo-logo' }, [
+        el('span', {}, [texts.poweredBy]), el('span', { 'class': 'solo-logo__mark' }, ['Grafana'])
+      ]));
     }
     mountPanel(solo, cfg.panels[0]);
   }
@@ -222,6 +245,27 @@
     root.appendChild(page);
   }
 
-  var root = document.getElementById('reactRoot');
-  if (cfg.mode === 'solo') bootSolo(root); else bootDashboard(root);
+  function boot() {
+    document.querySelector('.preloader').classList.add('preloader--done');
+    var root = document.getElementById('reactRoot');
+    if (cfg.mode === 'solo') bootSolo(root); else bootDashboard(root);
+  }
+
+  if (cfg.apis) {
+    // 12.x: the dashboard comes from the app platform API (public/app/features/dashboard/api/v1.ts)
+    var ns = cfg.orgId === 1 ? 'default' : 'org-' + cfg.orgId;
+    var version = cfg.dashboard.v2 ? 'v2beta1' : 'v1beta1';
+    fetch(sub + '/apis/dashboard.grafana.app/' + version + '/namespaces/' + ns + '/dashboards/' +
+      encodeURIComponent(cfg.dashboard.uid) + '/dto', {
+      credentials: 'same-origin', headers: { 'Accept': 'application/json', 'X-Grafana-Org-Id': String(cfg.orgId) }
+    }).then(function (resp) {
+      if (resp.ok) { boot(); return; }
+      document.querySelector('.preloader').classList.add('preloader--done');
+      document.getElementById('reactRoot').appendChild(el('div', {
+        'class': 'panel-not-found', role: 'alert', 'data-testid': 'data-testid Alert error'
+      }, [el('div', { 'class': 'alert-title' }, ['HTTP ' + resp.status])]));
+    });
+  } else {
+    boot();
+  }
 })();

@@ -35,7 +35,24 @@ from sidecar_sandbox.grafana_model import Dashboard, Panel
 if TYPE_CHECKING:
     from sidecar_sandbox.grafana import GrafanaSandbox
 
-__all__ = ["login_page", "page_routes"]
+__all__ = ["app_bundle", "login_page", "page_routes"]
+
+# the few texts a capture could be tempted to read, per language (Grafana translates them through
+# public/locales/<lang>/grafana.json; its data-testid attributes never change)
+_TEXTS = {
+    "en-US": {
+        "loading": "Panel loading bar",
+        "noData": "No data",
+        "notFound": "Panel not found",
+        "poweredBy": "Powered by",
+    },
+    "fr-FR": {
+        "loading": "Barre de chargement du panneau",
+        "noData": "Aucune donnée",
+        "notFound": "Panneau introuvable",
+        "poweredBy": "Propulsé par",
+    },
+}
 
 
 def page_routes(sandbox: GrafanaSandbox) -> list[web.RouteDef]:
@@ -47,27 +64,57 @@ def page_routes(sandbox: GrafanaSandbox) -> list[web.RouteDef]:
     return routes
 
 
-async def login_page(request: web.Request) -> web.Response:
-    return web.Response(text=_asset("grafana_login.html"), content_type="text/html")
+def login_page(sandbox: GrafanaSandbox) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The login page, rendered from the same index.html as every page: ``<base href>`` carries
+    ``appSubUrl`` (follows grafana/grafana public/views/index.html)."""
 
-
-def _page_handler(sandbox: GrafanaSandbox, mode: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
-        dashboard = sandbox.dashboards.get(request.match_info["uid"])
-        if dashboard is None:
-            return _not_found_page(request.query.get("theme", "dark"))
-        panels = list(dashboard.panels)
-        if mode == "solo":
-            found = dashboard.panel(request.query.get("panelId", ""))
-            panels = [found] if found else []
-        config = page_config(request, dashboard, mode, panels)
-        html = render_page(dashboard, config, sandbox.external_resource_url)
+        html = _asset("grafana_login.html").replace("__BASE__", _html_escape(sandbox.sub_path.prefix))
         return web.Response(text=html, content_type="text/html")
 
     return handler
 
 
-def render_page(dashboard: Dashboard, config: dict[str, Any], external_resource_url: str | None) -> str:
+async def app_bundle(request: web.Request) -> web.Response:
+    """``public/build/app.js``: the page scripts, as Grafana serves its bundle beside index.html;
+    it sets ``window.__grafana_app_bundle_loaded`` first (follows grafana/grafana public/app/index.ts)."""
+    text = "window.__grafana_app_bundle_loaded = true;\n" + _asset("grafana_page_chart.js") + _asset("grafana_page.js")
+    return web.Response(text=text, content_type="application/javascript")
+
+
+def _page_handler(sandbox: GrafanaSandbox, mode: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        dashboard = sandbox.orgs.get(sandbox.org_of(request), {}).get(request.match_info["uid"])
+        if dashboard is None:
+            return _not_found_page(request.query.get("theme", "dark"))
+        profile = sandbox.profile
+        scenes = dashboard.scenes and (profile.scenes_solo if mode == "solo" else profile.scenes_dashboard)
+        panels = list(dashboard.panels)
+        if mode == "solo":
+            found = dashboard.panel(request.query.get("panelId", ""), scenes=scenes)
+            panels = [found] if found else []
+        config = page_config(request, dashboard, mode, panels)
+        config.update(
+            scenes=scenes,
+            appSubUrl=sandbox.sub_path.prefix,
+            orgId=sandbox.org_of(request),
+            texts=_TEXTS.get(sandbox.language, _TEXTS["en-US"]),
+            # 12.4's SoloPanelPageLogo unless hideLogo=true (see grafana_profiles)
+            soloLogo=profile.solo_logo and mode == "solo" and request.query.get("hideLogo") != "true",
+            apis=profile.apis,
+            version=profile.version,
+            panelIdRaw=request.query.get("panelId", ""),
+            cdnUrl=sandbox.cdn_url,  # [[.ContentDeliveryURL]] in index.html
+        )
+        html = render_page(dashboard, config, sandbox.external_resource_url, base=sandbox.sub_path.prefix)
+        return web.Response(text=html, content_type="text/html")
+
+    return handler
+
+
+def render_page(
+    dashboard: Dashboard, config: dict[str, Any], external_resource_url: str | None, *, base: str = ""
+) -> str:
     """``grafana_page.html`` with its placeholders filled (``external_resource_url``: a 1×1 image
     from another origin, for tests of what a capture does with third-party requests)."""
     external = ""
@@ -79,8 +126,9 @@ def render_page(dashboard: Dashboard, config: dict[str, Any], external_resource_
         "THEME": config["theme"],
         "EXTERNAL": external,
         "CONFIG": _script_json(config),
-        "CHART": _asset("grafana_page_chart.js"),
-        "SCRIPT": _asset("grafana_page.js"),
+        "BASE": _html_escape(base),
+        "BUNDLE": _html_escape(config.get("cdnUrl") or "") + "public/build/app.js",
+        "LANG": _html_escape(str(config.get("lang", "en-US"))),
     }
     return re.sub(r"__([A-Z]+)__", lambda m: values.get(m.group(1), m.group(0)), _asset("grafana_page.html"))
 
@@ -94,10 +142,13 @@ def page_config(request: web.Request, dashboard: Dashboard, mode: str, panels: l
     return {
         "mode": mode,
         "scenes": dashboard.scenes,
-        "dashboard": {"uid": dashboard.uid, "title": dashboard.title, "slug": dashboard.slug},
-        "panels": [p.to_json() for p in panels],
+        "dashboard": {"uid": dashboard.uid, "title": dashboard.title, "slug": dashboard.slug, "v2": dashboard.v2},
+        "panels": [{**p.to_json(), "behaviour": p.behaviour} for p in panels],
         "theme": "light" if query.get("theme") == "light" else "dark",
-        "tz": query.get("tz") or query.get("timezone") or None,
+        # the frontend reads timezone= (public/app/features/dashboard-scene/pages/
+        # DashboardScenePageStateManager.ts, and the legacy DashboardModel); tz= is the backend
+        # renderer's (pkg/services/rendering), the page never reads it
+        "tz": query.get("timezone") or None,
         "from": query.get("from") or "now-6h",
         "to": query.get("to") or "now",
         "vars": variables,

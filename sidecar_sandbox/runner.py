@@ -73,10 +73,13 @@ async def start_sandboxes(
     query_delay: float = 0.3,
     time_scale: float = 1.0,
     flashduty_kwargs: dict[str, Any] | None = None,
+    grafana_kwargs: dict[str, Any] | None = None,
 ) -> Sandboxes:
     prom = PrometheusSandbox(value=0.0)
     fd = FlashdutySandbox(time_scale=time_scale, **(flashduty_kwargs or {}))
-    gf = GrafanaSandbox(token=GRAFANA_TOKEN, query_delay=query_delay, metric_source=lambda: prom.value)
+    gf = GrafanaSandbox(
+        token=GRAFANA_TOKEN, query_delay=query_delay, metric_source=lambda: prom.value, **(grafana_kwargs or {})
+    )
     boxes = Sandboxes(flashduty=fd, grafana=gf, prometheus=prom)
     try:
         for name, app, port in (

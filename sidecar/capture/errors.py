@@ -25,6 +25,8 @@ class CaptureClass(enum.StrEnum):
     NOT_FOUND = "not_found"
     PANEL_ERROR = "panel_error"
     NO_DATA = "no_data"
+    NOT_LOADED = "not_loaded"  # Grafana's application did not start (sub path, root_url, assets)
+    ORG_ACCESS = "org_access"  # the credentials cannot use the alert's Grafana org
     ERROR = "error"
 
 

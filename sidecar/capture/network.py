@@ -3,16 +3,20 @@ credentials on Grafana's requests.
 
 ``NetworkTracker`` counts the page's HTTP requests in flight (what ``readiness`` waits for),
 notes whether a query was sent, the main document's status, and a refusal on Grafana's API (a
-401, or a 403 on the dashboard API: the capture is ``login``). ``install_auth`` adds
-``Authorization`` to Grafana's requests only (which ones: ``urls.auth_url_pattern``) and, when
-one cannot be fetched, tells the tracker why in a few safe words (``fetch_error``). A page is
-reused for several captures: ``reset`` and ``generation`` keep one capture's news out of the next.
+401, or a 403 on the dashboard API or the app platform API ``/apis/``, where 12.x loads
+dashboards: the capture is ``login``). ``install_auth`` adds ``Authorization`` to Grafana's
+requests only (which ones: ``urls.auth_url_pattern``) and, when one cannot be fetched, tells the
+tracker why in a few safe words (``fetch_error``). ``install_rewrite`` sends the page's requests
+under Grafana's ``appSubUrl`` to where Grafana answers (``serve_from_sub_path = false`` behind a
+prefix-stripping proxy, ``grafana_info``). A page is reused for several captures: ``reset`` and
+``generation`` keep one capture's news out of the next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from urllib.parse import urlsplit
 
 from playwright.async_api import BrowserContext, Page, Request, Response, Route
@@ -20,11 +24,12 @@ from playwright.async_api import Error as PlaywrightError
 
 from sidecar.capture.urls import auth_url_pattern, base_path, origin_of
 
-__all__ = ["NetworkTracker", "install_auth"]
+__all__ = ["NetworkTracker", "install_auth", "install_rewrite"]
 
 # WebSocket and EventSource stay open (Grafana Live); a beacon (``sendBeacon``, ``<a ping>``) is
 # fire-and-forget: the page never sees its answer, so it cannot change what is drawn
 _UNTRACKED = frozenset({"websocket", "eventsource", "ping"})
+_ASSETS = frozenset({"script", "stylesheet"})
 _QUERY_PATHS = ("/api/ds/query", "/api/tsdb/query", "/api/datasources/proxy/")
 
 
@@ -36,12 +41,14 @@ class NetworkTracker:
 
     def __init__(self, grafana_url: str) -> None:
         self._origin = origin_of(grafana_url)
-        self._api = base_path(grafana_url) + "/api/"
+        self._prefixes = {base_path(grafana_url)}  # and the appSubUrl of a rewrite
+        self.rewrite: tuple[str, str] | None = None  # installed on this page's context
         self.inflight: set[Request] = set()
         self.query_seen = False
         self.document_status: int | None = None
         self.auth_failure: str | None = None
         self.fetch_error: str | None = None  # why Grafana could not be fetched (safe words)
+        self.asset_failure: str | None = None  # the first script or style sheet Grafana did not serve
         self.drained = asyncio.Event()  # set when the last request in flight finishes
         self.generation = 0  # one per capture on this page: late news of an earlier one is ignored
 
@@ -53,6 +60,7 @@ class NetworkTracker:
         self.document_status = None
         self.auth_failure = None
         self.fetch_error = None
+        self.asset_failure = None
         self.drained.clear()
 
     def attach(self, page: Page) -> None:
@@ -88,10 +96,21 @@ class NetworkTracker:
         if origin_of(response.url) != self._origin:
             return
         path = urlsplit(response.url).path
-        if not path.startswith(self._api):
+        if response.status >= 400 and request.resource_type in _ASSETS and self.asset_failure is None:
+            self.asset_failure = f"HTTP {response.status} on {path}"
+        for prefix in self._prefixes:
+            if not path.startswith(prefix + "/"):
+                continue
+            rest = path[len(prefix) :]
+            if not rest.startswith(("/api/", "/apis/")):
+                continue
+            denied = response.status == 403 and rest.startswith(("/api/dashboards/", "/apis/"))
+            if response.status == 401 or denied:
+                self.auth_failure = f"HTTP {response.status} on {path}"
             return
-        if response.status == 401 or (response.status == 403 and path.startswith(self._api + "dashboards/")):
-            self.auth_failure = f"HTTP {response.status} on {path}"
+
+    def add_prefix(self, prefix: str) -> None:
+        self._prefixes.add(prefix.rstrip("/"))
 
 
 async def install_auth(
@@ -131,6 +150,42 @@ async def install_auth(
                 await route.abort("failed")
 
     await context.route(auth_url_pattern(grafana_url), handle)
+
+
+async def install_rewrite(
+    context: BrowserContext, *, rewrite: tuple[str, str], authorization: str | None, tracker: NetworkTracker
+) -> None:
+    """Fetch the page's requests for ``rewrite[0]…`` from ``rewrite[1]…`` (with ``Authorization``
+    except for static files): Grafana's pages load everything from its ``appSubUrl`` while Grafana
+    answers without it. Registered after ``install_auth``'s route, so it wins for those URLs."""
+    src, dst = rewrite
+    parts = urlsplit(src)
+    port = f"(?::{parts.port})?" if parts.port in (None, 80, 443) else f":{parts.port}"
+    pattern = re.compile(f"^{re.escape(parts.scheme)}://{re.escape(parts.hostname or '')}{port}{re.escape(parts.path)}")
+    public = urlsplit(dst).path + "public/"
+    tracker.add_prefix(parts.path)
+    # fulfilled responses have no IP address space: see install_auth
+    await context.grant_permissions(["local-network-access"], origin=f"{parts.scheme}://{parts.netloc}")
+
+    async def handle(route: Route) -> None:
+        request = route.request
+        m = pattern.match(request.url)
+        url = dst + request.url[m.end() :] if m else request.url
+        headers = dict(request.headers)
+        if authorization and not urlsplit(url).path.startswith(public):
+            headers["authorization"] = authorization
+        generation = tracker.generation
+        try:
+            response = await route.fetch(url=url, headers=headers, max_redirects=0, timeout=0)
+            await route.fulfill(response=response)
+        except Exception as e:  # never log it: Playwright's call log lists the request headers
+            if tracker.fetch_error is None and tracker.generation == generation:
+                tracker.fetch_error = _fetch_failure(e)
+            with contextlib.suppress(Exception):
+                await route.abort("failed")
+
+    await context.route(pattern, handle)
+    tracker.rewrite = rewrite
 
 
 _FETCH_FAILURES = (

@@ -74,8 +74,7 @@ async def shoot(
     """navigate → wait_ready → screenshot. Raises ``CaptureTimeout`` / ``CaptureError``."""
     with timed(steps, "navigate", clock):
         await _navigate(page, url, deadline, clock, tracker)
-    facts = PageFacts(url=page.url, document_status=tracker.document_status, auth_failure=tracker.auth_failure)
-    early = terminal_class(facts)
+    early = terminal_class(_facts(page, tracker))
     if early is not None:
         return Shot(early[0], early[1], None)
     # park the pointer just outside the viewport's bottom-right corner, as grafana-image-renderer
@@ -90,8 +89,18 @@ async def shoot(
         await asyncio.gather(parked, return_exceptions=True)
     if early is not None:
         return Shot(early[0], early[1], None)
-    cls, detail = classify(PageFacts(page.url, tracker.document_status, tracker.auth_failure, probe))
+    cls, detail = classify(_facts(page, tracker, probe))
     return Shot(cls, detail, png)
+
+
+def _facts(page: Page, tracker: NetworkTracker, probe: Probe | None = None) -> PageFacts:
+    return PageFacts(
+        url=page.url,
+        document_status=tracker.document_status,
+        auth_failure=tracker.auth_failure,
+        probe=probe,
+        asset_failure=tracker.asset_failure,
+    )
 
 
 async def _navigate(page: Page, url: str, deadline: float, clock: Callable[[], float], tracker: NetworkTracker) -> None:
@@ -138,11 +147,12 @@ class _Waiting:
                 probe = await _probe(self.page, remaining)
                 if probe is None:
                     continue  # the evaluation ran into the deadline: the loop reports the timeout
-                facts = PageFacts(self.page.url, self.tracker.document_status, self.tracker.auth_failure, probe)
-                early = terminal_class(facts)
+                early = terminal_class(_facts(self.page, self.tracker, probe))
+                now = self.clock()
+                if early is None:
+                    early = readiness.gave_up(probe, now)
                 if early is not None:
                     return probe, None, early
-                now = self.clock()
                 inflight = len(self.tracker.inflight)
                 if readiness.update(probe, inflight=inflight, query_seen=self.tracker.query_seen, now=now):
                     if png is None:  # not bracketed (cannot happen: a settled poll came first)

@@ -3,9 +3,16 @@
 Pure (no browser): ``page`` evaluates ``PROBE_JS`` in the page about every 100 ms and feeds
 each ``Probe`` to ``Readiness`` — the layered readiness of grafana-image-renderer v5's "legacy
 polling": no request in flight, no query running (Scenes) or every panel rendered (legacy),
-no loading indicator, the same DOM twice. ``terminal_class`` spots the pages that end the wait
-early (login page, refused credentials, not found, HTTP errors; no picture is taken) and
-``classify`` names a page that became ready (``ok``, ``no_data``, ``panel_error``).
+no loading indicator, the same DOM twice — over a floor: a panel mounted or a query seen.
+A page that shows neither within ``boot_grace`` did not boot (``Readiness.gave_up``: class
+``not_loaded``, or ``not_found`` when Grafana booted and shows an error instead of the panel).
+A live panel (a clock, a stream) never stops changing: once everything else has been settled
+for ``live_after``, the DOM may change. ``terminal_class`` spots the pages that end the wait
+early (login page, refused credentials, not found, HTTP errors, Grafana's "failed to load its
+application files"; no picture is taken) and ``classify`` names a page that became ready (``ok``,
+``no_data``, ``panel_error``). Everything is read from Grafana's ``data-testid`` attributes and
+structure, which do not change with the UI language; texts are only quoted, never matched
+(except the English fallbacks of old versions).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from urllib.parse import urlsplit
 
 from sidecar.capture.errors import CaptureClass
 
-__all__ = ["PROBE_JS", "PageFacts", "Probe", "Readiness", "classify", "terminal_class"]
+__all__ = ["PROBE_JS", "PageFacts", "Probe", "Readiness", "classify", "not_loaded_detail", "terminal_class"]
 
 # --------------------------------------------------------------------------- the page probe
 
@@ -39,6 +46,13 @@ PROBE_JS = r"""
     .some((c) => c.childElementCount > 0)).length;
   const errEl = d.querySelector('[data-testid="data-testid Panel status error"], .panel-info-corner--error');
   const content = all('[data-testid="data-testid panel content"], .panel-content');
+  const inPanel = (e) => !!(e && e.closest && e.closest("[data-viz-panel-key], [data-panelid], .panel-solo, "
+    + "[class$='panel-container'], [data-testid^='data-testid Panel header']"));
+  // a loading bar or spinner is an endless animation inside a panel, whatever its label's language
+  const spinning = typeof d.getAnimations === 'function' ? d.getAnimations().filter((a) => {
+    const t = a.effect && a.effect.target; const timing = a.effect && a.effect.getTiming ? a.effect.getTiming() : {};
+    return a.playState === 'running' && timing.iterations === Infinity && t && inPanel(t) && visible(t); }).length : 0;
+  const alertEl = d.querySelector('[data-testid="data-testid Alert error"]');
   return {
     body: !!b,
     ready_state: d.readyState,
@@ -49,13 +63,20 @@ PROBE_JS = r"""
     solo_count: n('.panel-solo') || n("[class$='panel-container']"),
     dash_panels: dashPanels.length,
     dash_rendered: dashRendered,
-    loading: all('.panel-loading, [aria-label="Panel loading bar"]').filter(visible).length,
+    loading: all('.panel-loading, [aria-label="Panel loading bar"]').filter(visible).length + spinning,
+    mounted: n('[data-viz-panel-key], [data-panelid], [data-testid^="data-testid Panel header"]')
+      || n("[class$='panel-container']"),
+    app: !!w.__grafana_app_bundle_loaded,
+    boot_failed: d.readyState === 'complete' && !!d.querySelector('.preloader') && !w.__grafana_app_bundle_loaded,
+    alert_text: alertEl ? (alertEl.innerText || alertEl.textContent || '').trim().slice(0, 200) : '',
     login: n('.login-page, form[name="loginForm"], [data-testid="data-testid Username input field"]') > 0,
-    not_found: /(dashboard|panel)[^\n]{0,60}not found/i.test(text('[data-testid="data-testid entity-not-found"], .page-not-found, '
-      + '.panel-not-found, [data-testid="data-testid Alert error"], [role="alert"]')),
+    not_found: n('[data-testid="data-testid entity-not-found"]') > 0
+      || /(dashboard|panel)[^\n]{0,60}not found/i.test(text('.page-not-found, .panel-not-found, '
+      + '[data-testid="data-testid Alert error"], [role="alert"]')),
     panel_error: !!errEl || n('[data-testid="data-testid panel content"] .alert-error') > 0,
     error_text: errEl ? (errEl.getAttribute('title') || errEl.textContent || '').trim().slice(0, 300) : '',
-    no_data: n('.panel-empty') > 0 || content.some((c) => /^no data$/i.test((c.innerText || '').trim())),
+    no_data: n('[data-testid="data-testid Panel data error message"], .panel-empty') > 0
+      || content.some((c) => /^no data$/i.test((c.innerText || '').trim())),
   };
 }
 """
@@ -80,6 +101,10 @@ class Probe:
     panel_error: bool = False
     error_text: str = ""
     no_data: bool = False
+    mounted: int = 0  # panel containers on the page
+    app: bool = False  # Grafana's app bundle ran (window.__grafana_app_bundle_loaded)
+    boot_failed: bool = False  # index.html's load check found no app bundle
+    alert_text: str = ""  # an error alert Grafana shows (quoted, never matched)
 
     @classmethod
     def from_js(cls, raw: Any) -> Probe:
@@ -99,22 +124,41 @@ class Readiness:
     between those two polls.
     """
 
-    def __init__(self, *, whole_dashboard: bool, started: float, first_query_grace: float = 3.0) -> None:
+    def __init__(
+        self,
+        *,
+        whole_dashboard: bool,
+        started: float,
+        first_query_grace: float = 3.0,
+        boot_grace: float = 3.0,
+        live_after: float = 1.0,
+    ) -> None:
         self.whole_dashboard = whole_dashboard
         self.started = started
         self.first_query_grace = first_query_grace
+        self.boot_grace = boot_grace
+        self.live_after = live_after
         self.query_seen = False
         self.settled = False  # the last poll found nothing to wait for (its DOM may still change)
         self.waiting_for = "the page"
         self._prev_hash: str | None = None
         self._prev_settled = False
+        self._settled_since: float | None = None
+        self._booted = False  # a panel was mounted or a query seen
 
     def update(self, probe: Probe, *, inflight: int, query_seen: bool, now: float) -> bool:
         """Feed one poll; True once the page is ready to be photographed."""
         self.query_seen = self.query_seen or query_seen or probe.running is not None
+        self._booted = self._booted or self.query_seen or probe.mounted > 0
         waits = self._waits(probe, inflight, now)
         settled = not waits
-        ready = settled and self._prev_settled and probe.hash is not None and probe.hash == self._prev_hash
+        if not settled:
+            self._settled_since = None
+        elif self._settled_since is None:
+            self._settled_since = now
+        stable = probe.hash is not None and probe.hash == self._prev_hash
+        live = self._settled_since is not None and now - self._settled_since >= self.live_after
+        ready = settled and self._prev_settled and probe.hash is not None and (stable or live)
         if settled and not ready:
             waits = ["the page to stop changing"]
         self.waiting_for = ", ".join(waits)
@@ -123,10 +167,25 @@ class Readiness:
         self._prev_hash = probe.hash
         return ready
 
+    def gave_up(self, probe: Probe, now: float) -> tuple[CaptureClass, str] | None:
+        """The floor: no panel mounted and no query seen ``boot_grace`` after the navigation."""
+        if self._booted or now - self.started < self.boot_grace or probe.ready_state == "loading":
+            return None
+        if probe.app and probe.alert_text and not self.whole_dashboard:
+            return (
+                CaptureClass.NOT_FOUND,
+                f"Grafana shows an error instead of the panel: {_safe_text(probe.alert_text)}",
+            )
+        if probe.app:
+            return CaptureClass.NOT_LOADED, f"Grafana's page showed no panel within {self.boot_grace:g}s"
+        return CaptureClass.NOT_LOADED, not_loaded_detail(f"no panel within {self.boot_grace:g}s")
+
     def _waits(self, probe: Probe, inflight: int, now: float) -> list[str]:
         waits: list[str] = []
         if not probe.body or probe.ready_state == "loading":
             return ["the document to load"]
+        if not self._booted:
+            waits.append("a panel to appear")
         if inflight > 0:
             waits.append(f"{inflight} network request{'s' if inflight != 1 else ''} in flight")
         if probe.scenes:
@@ -156,6 +215,15 @@ class PageFacts:
     auth_failure: str | None = None  # e.g. "HTTP 401 on /api/ds/query"
     probe: Probe | None = None
     login_path: str = "/login"
+    asset_failure: str | None = None  # e.g. "HTTP 404 on /grafana/public/build/app.js"
+
+
+def not_loaded_detail(what: str) -> str:
+    """The sentence of a page whose Grafana application did not start."""
+    return (
+        f"Grafana did not load its application ({what}): if Grafana is under a sub path, check grafana.url, "
+        "Grafana's root_url and serve_from_sub_path (see troubleshooting)"
+    )
 
 
 def terminal_class(facts: PageFacts) -> tuple[CaptureClass, str] | None:
@@ -173,6 +241,8 @@ def terminal_class(facts: PageFacts) -> tuple[CaptureClass, str] | None:
         return CaptureClass.NOT_FOUND, "Grafana answered HTTP 404 for the page: dashboard not found"
     if probe.not_found:
         return CaptureClass.NOT_FOUND, "Grafana says the dashboard or panel was not found"
+    if probe.boot_failed:
+        return CaptureClass.NOT_LOADED, not_loaded_detail(facts.asset_failure or "its scripts did not run")
     if status is not None and status >= 400:
         return CaptureClass.ERROR, f"Grafana answered HTTP {status} for the page"
     return None

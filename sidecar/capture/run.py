@@ -1,7 +1,9 @@
 """One capture's run, once it has a slot: the named, timed steps, and what a capture leaves behind.
 
-The steps after ``queue`` (the service's): ``slug`` (dashboard lookup, first time per dashboard;
-an HTTP 404 from the API means ``not_found``), ``context`` (a browser context from the pool,
+The steps after ``queue`` (the service's): ``slug`` (which Grafana: version and sub path, see
+``grafana_info``; then the dashboard lookup, first time per org and dashboard: an HTTP 404 from the
+API means ``not_found``, a 401 in an org other than ``grafana.org_id`` means ``org_access``; a
+panel reference this Grafana version cannot show is an ``error`` naming the panel), ``context`` (a browser context from the pool,
 prepared ahead: see ``pool``), ``navigate``, ``wait_ready``, ``screenshot`` (``page.shoot``),
 ``encode`` (``images``, under the size cap). While the browser cannot be launched, a capture
 fails at once (class ``error``, ``browser unavailable: …``). Every failure becomes a classified
@@ -28,11 +30,13 @@ from playwright.async_api import Error as PlaywrightError
 from sidecar.capture.browser import BrowserManager
 from sidecar.capture.dashboards import DashboardDirectory
 from sidecar.capture.errors import CaptureClass, CaptureError, CaptureTimeout
+from sidecar.capture.grafana_info import GrafanaInfo, GrafanaProbe
 from sidecar.capture.images import encode, usable_as_is
 from sidecar.capture.lease import Prepare
-from sidecar.capture.network import NetworkTracker, install_auth
+from sidecar.capture.network import NetworkTracker, install_auth, install_rewrite
 from sidecar.capture.options import context_options
 from sidecar.capture.page import shoot, timed
+from sidecar.capture.readiness import not_loaded_detail
 from sidecar.capture.result import CaptureResult
 from sidecar.capture.urls import panel_url
 from sidecar.config import GrafanaConfig
@@ -80,6 +84,8 @@ class CaptureRun:
     prepare: Prepare[Prepared]
     clock: Callable[[], float]
     url: str
+    grafana_probe: GrafanaProbe
+    authorization: str | None = None
     title: str = ""
 
     async def run(self, limit: float) -> CaptureResult:
@@ -95,6 +101,7 @@ class CaptureRun:
             detail = f"{what} still loading after {limit:g}s (timeout in {e.step}{waiting})"
             return self._result(CaptureClass.TIMEOUT, detail)
         except CaptureError as e:
+            self.grafana_probe.forget()  # Grafana unreachable or changed: detect it again next time
             return self._result(e.cls, str(e))
         except TimeoutError:
             detail = f"{what} capture stalled for more than {limit + _STALL_GRACE:g}s (timeout)"
@@ -111,17 +118,36 @@ class CaptureRun:
     async def _steps(self, deadline: float) -> CaptureResult:
         req, steps, clock = self.req, self.steps, self.clock
         self.browser.check_available()  # before the lookup: no capture can run now
-        info = self.directory.cached(req.dashboard)
-        if info is None:
-            with timed(steps, "slug", clock):
-                budget = min(LOOKUP_TIMEOUT, max(deadline - clock(), 0.1) / 4)
-                lookup = await self.directory.lookup(req.dashboard, timeout=budget)
-            if lookup.status == 404:
-                detail = f"dashboard {req.dashboard} not found (HTTP 404 from Grafana's dashboard API)"
-                return self._result(CaptureClass.NOT_FOUND, detail)
-            info = lookup.info
+        org = req.org_id or self.grafana.org_id
+        with timed(steps, "slug", clock):
+            budget = min(LOOKUP_TIMEOUT, max(deadline - clock(), 0.1) / 4)
+            grafana = await self.grafana_probe.current(timeout=budget)
+            if self.grafana_probe.no_grafana:  # e.g. serve_from_sub_path and grafana.url without the sub path
+                return self._result(CaptureClass.NOT_LOADED, not_loaded_detail(self.grafana_probe.no_grafana))
+            try:
+                panel_id = grafana.panel_param(req.panel) if req.panel is not None else None
+            except ValueError as e:
+                return self._result(CaptureClass.ERROR, f"dashboard {req.dashboard}: {e}")
+            info = self.directory.cached(req.dashboard, org)
+            if info is None:
+                lookup = await self.directory.lookup(
+                    req.dashboard, timeout=budget, org_id=org, base_url=grafana.serve_url
+                )
+                if lookup.status == 404:
+                    detail = f"dashboard {req.dashboard} not found in org {org} (HTTP 404 from Grafana's dashboard API)"
+                    return self._result(CaptureClass.NOT_FOUND, detail)
+                if lookup.status == 401 and org != self.grafana.org_id:
+                    detail = (
+                        f"the Grafana credentials cannot use org {org} (HTTP 401 from the dashboard API): a service "
+                        "account token belongs to one org; use basic_auth of a user in that org"
+                    )
+                    return self._result(CaptureClass.ORG_ACCESS, detail)
+                info = lookup.info
+        slug = info.slug if info is not None else None
+        self.url = panel_url(
+            self.grafana, req, slug, base_url=grafana.serve_url, panel_id=panel_id, hide_logo=grafana.solo_logo
+        )
         if info is not None:
-            self.url = panel_url(self.grafana, req, info.slug)
             self.title = info.title_for(req.panel)
         options = context_options(req)
         async with contextlib.AsyncExitStack() as stack:
@@ -130,6 +156,7 @@ class CaptureRun:
                 page, tracker = lease.prepared
                 if page.viewport_size != options["viewport"]:  # opened, or last used, at another size
                     await lease.run(page.set_viewport_size(options["viewport"]))
+                await self._sub_path(page, tracker, grafana)
             shot = await lease.run(
                 shoot(
                     page,
@@ -142,6 +169,8 @@ class CaptureRun:
                 )
             )
         if shot.png is None:
+            if shot.cls is CaptureClass.NOT_LOADED:
+                self.grafana_probe.forget()  # Grafana may have been reconfigured: detect again
             return self._result(shot.cls, shot.detail)
         with timed(steps, "encode", clock):
             if usable_as_is(shot.png, req.format, MAX_IMAGE_BYTES):
@@ -151,6 +180,13 @@ class CaptureRun:
                     encode, shot.png, req.format, self.quality, MAX_IMAGE_BYTES
                 )
         return self._result(shot.cls, shot.detail, image, content_type)
+
+    async def _sub_path(self, page: Page, tracker: NetworkTracker, grafana: GrafanaInfo) -> None:
+        """Route the page's requests under Grafana's ``appSubUrl`` to where Grafana answers (once
+        per pooled context)."""
+        rewrite = grafana.rewrite
+        if rewrite is not None and tracker.rewrite != rewrite:
+            await install_rewrite(page.context, rewrite=rewrite, authorization=self.authorization, tracker=tracker)
 
     def _result(
         self, cls: CaptureClass, detail: str, image: bytes | None = None, content_type: str | None = None

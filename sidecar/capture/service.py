@@ -27,6 +27,7 @@ from sidecar.capture.browser import BrowserManager
 from sidecar.capture.cache import PictureCache
 from sidecar.capture.dashboards import DashboardDirectory
 from sidecar.capture.errors import CaptureClass
+from sidecar.capture.grafana_info import GrafanaInfo, GrafanaProbe
 from sidecar.capture.options import context_options
 from sidecar.capture.page import timed
 from sidecar.capture.result import CaptureResult
@@ -56,6 +57,7 @@ class CaptureService:
         self._clock = clock
         self._browser = BrowserManager(capture=capture, metrics=metrics, clock=clock)
         self._directory = DashboardDirectory(grafana=grafana, clock=clock)
+        self._probe = GrafanaProbe(str(grafana.url), clock=clock)
         self._auth = auth_header(grafana)
         self._slots = asyncio.Semaphore(capture.concurrency)
         self._inflight: dict[str, asyncio.Task[CaptureResult]] = {}
@@ -139,16 +141,39 @@ class CaptureService:
 
     # ----------------------------------------------------------------- URLs and titles
 
+    @property
+    def grafana_info(self) -> GrafanaInfo | None:
+        """The Grafana detected so far (version, where it answers, ``appSubUrl``), if any."""
+        return self._probe.cached()
+
     def panel_url(self, req: PanelCapture) -> str:
-        """The Grafana page for ``req`` (with the slug once the dashboard was looked up)."""
-        info = self._directory.cached(req.dashboard)
-        return panel_url(self._grafana, req, info.slug if info else None)
+        """The Grafana page for ``req`` (with the slug once the dashboard was looked up, and as
+        the detected Grafana version takes it)."""
+        info = self._directory.cached(req.dashboard, req.org_id)
+        grafana = self._probe.cached()
+        if grafana is None:
+            return panel_url(self._grafana, req, info.slug if info else None)
+        try:
+            panel_id = grafana.panel_param(req.panel) if req.panel is not None else None
+        except ValueError:
+            panel_id = None
+        return panel_url(
+            self._grafana,
+            req,
+            info.slug if info else None,
+            base_url=grafana.serve_url,
+            panel_id=panel_id,
+            hide_logo=grafana.solo_logo,
+        )
 
     async def alt_for(self, req: PanelCapture, *, timeout: float = LOOKUP_TIMEOUT) -> str:
         """``images[].alt`` for ``req``: its title, else Grafana's panel title, else ``dash/panel``."""
         if req.title:
             return req.title
-        lookup = await self._directory.lookup(req.dashboard, timeout=timeout)
+        grafana = await self._probe.current(timeout=timeout)
+        lookup = await self._directory.lookup(
+            req.dashboard, timeout=timeout, org_id=req.org_id, base_url=grafana.serve_url
+        )
         title = lookup.info.title_for(req.panel) if lookup.info else ""
         return title or req.alt
 
@@ -215,6 +240,8 @@ class CaptureService:
             prepare=self._prepare,
             clock=self._clock,
             url=self.panel_url(req),
+            grafana_probe=self._probe,
+            authorization=self._auth,
         )
         return await run.run(limit)
 

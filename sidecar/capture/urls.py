@@ -18,6 +18,7 @@ __all__ = [
     "auth_url_pattern",
     "base_path",
     "dashboard_api_url",
+    "dashboard_v2_url",
     "human_link",
     "origin_of",
     "panel_url",
@@ -27,7 +28,7 @@ __all__ = [
 # a panel in Grafana's UI (/d/, viewPanel) and on the renderer's page (/d-solo/, panelId)
 _DASHBOARD_SEGMENTS = ("d", "d-solo")
 _PANEL_PARAMS = ("viewPanel", "panelId")
-_RENDERER_ONLY = ("render", "kiosk", "theme")  # parameters of the renderer's page, not of the UI
+_RENDERER_ONLY = ("render", "kiosk", "theme", "hideLogo")  # parameters of the renderer's page, not of the UI
 
 
 def _host(parts: SplitResult) -> str:
@@ -67,33 +68,56 @@ def auth_url_pattern(grafana_url: str) -> re.Pattern[str]:
     return re.compile(f"^{scheme}://{re.escape(_host(parts))}{port_re}/(?!{re.escape(public)})")
 
 
-def panel_url(cfg: GrafanaConfig, req: PanelCapture, slug: str | None = None) -> str:
+def panel_url(
+    cfg: GrafanaConfig,
+    req: PanelCapture,
+    slug: str | None = None,
+    *,
+    base_url: str | None = None,
+    panel_id: str | None = None,
+    hide_logo: bool = False,
+) -> str:
     """The page Grafana's own renderer would load for ``req``.
 
-    A panel: ``/d-solo/<uid>[/<slug>]?orgId&panelId&from&to&tz&theme&var-*&render=1``;
-    the whole dashboard (``panel`` None): ``/d/<uid>[/<slug>]?orgId&from&to&tz&theme&var-*&kiosk&render=1``.
+    A panel: ``/d-solo/<uid>[/<slug>]?orgId&panelId&from&to&timezone&theme&var-*[&hideLogo=true]&render=1``;
+    the whole dashboard (``panel`` None): ``/d/<uid>[/<slug>]?orgId&from&to&timezone&theme&var-*&kiosk&render=1``.
+    ``base_url``: where Grafana answers (default ``grafana.url``); ``panel_id``: ``panelId`` as this
+    Grafana version takes it (default ``req.panel``); the org is the alert's, else ``grafana.org_id``.
+    The frontend reads ``timezone=`` (``tz=`` is only the backend ``/render``'s).
     """
     kind = "d" if req.panel is None else "d-solo"
-    path = f"{cfg.url.rstrip('/')}/{kind}/{quote(req.dashboard, safe='')}"
+    path = f"{(base_url or cfg.url).rstrip('/')}/{kind}/{quote(req.dashboard, safe='')}"
     if slug:
         path += "/" + quote(slug, safe="")
-    params: list[tuple[str, str]] = [("orgId", str(cfg.org_id))]
+    params: list[tuple[str, str]] = [("orgId", str(req.org_id or cfg.org_id))]
     if req.panel is not None:
-        params.append(("panelId", req.panel))
+        params.append(("panelId", panel_id or req.panel))
     params += [("from", req.time_from), ("to", req.time_to)]
     if req.timezone and req.timezone != "browser":
-        params.append(("tz", req.timezone))
+        params.append(("timezone", req.timezone))
     params.append(("theme", req.theme))
     params += [(f"var-{k}", v) for k, v in req.vars]
+    if hide_logo and req.panel is not None:
+        params.append(("hideLogo", "true"))
     query = urlencode(params, quote_via=quote, safe="/:")
     if req.panel is None:
         query += "&kiosk"
     return f"{path}?{query}&render=1"
 
 
-def dashboard_api_url(cfg: GrafanaConfig, uid: str) -> str:
+def dashboard_api_url(base_url: str, uid: str) -> str:
     """``GET`` this for a dashboard's JSON model, slug and titles."""
-    return f"{cfg.url.rstrip('/')}/api/dashboards/uid/{quote(uid, safe='')}"
+    return f"{base_url.rstrip('/')}/api/dashboards/uid/{quote(uid, safe='')}"
+
+
+def dashboard_v2_url(base_url: str, uid: str, org_id: int, version: str = "v2beta1") -> str:
+    """A v2-schema dashboard through Grafana's app platform API (12.x). The namespace of an org is
+    ``default`` for org 1, else ``org-<id>`` (grafana/grafana
+    pkg/services/apiserver/endpoints/request/namespace.go)."""
+    ns = "default" if org_id == 1 else f"org-{org_id}"
+    return (
+        f"{base_url.rstrip('/')}/apis/dashboard.grafana.app/{version}/namespaces/{ns}/dashboards/{quote(uid, safe='')}"
+    )
 
 
 def human_link(render_url: str) -> str:

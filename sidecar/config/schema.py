@@ -69,9 +69,9 @@ class BasicAuth(StrictModel):
 
 class GrafanaConfig(StrictModel):
     url: HttpUrl = "http://localhost:3000"
-    """Grafana base URL as the sidecar reaches it (in a pod: `http://localhost:3000`)."""
+    """Grafana base URL as the sidecar reaches it (in a pod: `http://localhost:3000`; with `serve_from_sub_path`, plus the sub path). Its version and `appSubUrl` are detected."""
     org_id: int = Field(default=1, ge=1)
-    """Grafana organisation of the dashboards."""
+    """Grafana organisation of the dashboards (a webhook alert that names its org, `orgId`, is captured in that one)."""
     token: SecretStr | None = None
     """Service-account token (Viewer is enough). Sent only to requests for this origin. Secret."""
     basic_auth: BasicAuth | None = None

@@ -66,6 +66,8 @@ def _capture_reason(cls: str, detail: str, timeout: float) -> str:
         return "Grafana answered with the login page (check grafana.token or grafana.basic_auth)"
     if cls == "not_found":
         return f"not found in Grafana ({detail})" if detail else "not found in Grafana"
+    if cls in ("not_loaded", "org_access"):
+        return detail or f"capture failed ({cls})"
     return f"capture failed: {detail}" if detail else f"capture failed ({cls})"
 
 

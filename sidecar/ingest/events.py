@@ -15,7 +15,8 @@ case), else ``webhook.default_severity``; title from the ``summary`` annotation,
 description from ``description``, else ``message``. Pictures: the ``grafana_dashboard_uid`` /
 ``grafana_panel_id`` (or ``__dashboardUid__`` / ``__panelId__``) annotations, else the dashboard
 and ``viewPanel`` of Grafana's ``panelURL`` / ``dashboardURL`` (when
-``webhook.panels_from_annotations``), plus ``webhook.panels``.
+``webhook.panels_from_annotations``), captured in the alert's Grafana org (``orgId``, see
+``payload``) — plus ``webhook.panels``, in ``grafana.org_id``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from sidecar.rules.window import panel_captures, panels_from_annotations
 
 from .payload import WebhookAlertIn
 
-__all__ = ["RULE_NAME", "alert_panels", "build_event", "diff_alert", "panels_from_url"]
+__all__ = ["RULE_NAME", "alert_panels", "build_event", "diff_alert", "own_panels", "panels_from_url"]
 
 RULE_NAME = WEBHOOK_RULE
 
@@ -69,16 +70,23 @@ def build_event(
     resolved_at = (alert.ends_ts if alert.ends_ts is not None else now) if status == "Ok" else None
     captures: tuple[PanelCapture, ...] = ()
     if panels:
-        captures = panel_captures(
-            alert_panels(alert, cfg),
-            cfg,
-            labels=alert.labels,
-            active_at=active_at,
-            now=now,
-            resolved_at=resolved_at,
-            value=alert.value,
-            templates=templates,
-        )
+        # the alert's own panels are in its Grafana org; webhook.panels in grafana.org_id
+        def captures_of(panels: list[PanelConfig], org_id: int | None) -> tuple[PanelCapture, ...]:
+            return panel_captures(
+                panels,
+                cfg,
+                labels=alert.labels,
+                active_at=active_at,
+                now=now,
+                resolved_at=resolved_at,
+                value=alert.value,
+                templates=templates,
+                org_id=org_id,
+            )
+
+        own = captures_of(own_panels(alert, cfg), alert.org_id)
+        configured = captures_of(list(cfg.webhook.panels), None)
+        captures = own + tuple(c for c in configured if c not in own)
     title = alert.annotations.get("summary") or alert.labels.get("alertname") or "Alertmanager alert"
     return AlertEvent.for_instance(
         rule,
@@ -93,14 +101,19 @@ def build_event(
     )
 
 
-def alert_panels(alert: WebhookAlertIn, cfg: Config) -> list[PanelConfig]:
-    """The panels to capture for ``alert``: from its annotations or URLs, then ``webhook.panels``."""
+def own_panels(alert: WebhookAlertIn, cfg: Config) -> list[PanelConfig]:
+    """The panels ``alert`` names: its annotations, else its URLs (when ``panels_from_annotations``)."""
     panels: list[PanelConfig] = []
     if cfg.webhook.panels_from_annotations:
         panels = panels_from_annotations(alert.annotations)
         if not panels:
             panels = panels_from_url(alert.panel_url) or panels_from_url(alert.dashboard_url)
-    return panels + list(cfg.webhook.panels)
+    return panels
+
+
+def alert_panels(alert: WebhookAlertIn, cfg: Config) -> list[PanelConfig]:
+    """The panels to capture for ``alert``: from its annotations or URLs, then ``webhook.panels``."""
+    return own_panels(alert, cfg) + list(cfg.webhook.panels)
 
 
 def panels_from_url(url: str) -> list[PanelConfig]:

@@ -4,7 +4,8 @@ Both senders post the same shape: ``{"version", "alerts": [{"status", "labels", 
 "startsAt", "endsAt", "fingerprint", ...}]}`` (``prometheus/alertmanager`` ``notify/webhook``,
 ``grafana/alerting`` ``receivers/webhook/v1/webhook.go`` ``webhookMessage``); Grafana adds
 ``panelURL`` / ``dashboardURL``, ``values`` (the first one is the alert's ``$value``) and
-``valueString`` (its evaluation string, read when ``values`` is empty). ``status`` is ``firing`` or
+``valueString`` (its evaluation string, read when ``values`` is empty) and ``orgId`` (the org the
+alert's panels are captured in, see ``_org``). ``status`` is ``firing`` or
 ``resolved``; ``startsAt`` is RFC 3339 (Go's zero time ``0001-01-01…`` counts as missing). A missing
 ``fingerprint`` is derived from the labels, so a sender without one still diffs correctly.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -64,6 +66,7 @@ class WebhookAlertIn:
     panel_url: str = ""
     dashboard_url: str = ""
     value: float = math.nan
+    org_id: int | None = None  # the Grafana org of the alert, when it says (see _org)
 
 
 def parse_payload(doc: Any) -> tuple[str, list[WebhookAlertIn]]:
@@ -84,10 +87,34 @@ def parse_payload(doc: Any) -> tuple[str, list[WebhookAlertIn]]:
     alerts = doc.get("alerts")
     if not isinstance(alerts, list):
         raise PayloadError("alerts: must be a list")
-    return version, [_parse_alert(a, f"alerts[{i}]") for i, a in enumerate(alerts)]
+    top_org = _org_value(doc.get("orgId"))
+    return version, [_parse_alert(a, f"alerts[{i}]", top_org) for i, a in enumerate(alerts)]
 
 
-def _parse_alert(a: Any, p: str) -> WebhookAlertIn:
+def _org_value(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v if v > 0 else None
+    if isinstance(v, str) and v.strip().isdigit() and int(v) > 0:
+        return int(v)
+    return None
+
+
+def _org(a: dict[str, Any], annotations: Mapping[str, str], top: int | None) -> int | None:
+    """The alert's Grafana org: ``orgId`` of its ``panelURL`` / ``dashboardURL``, else its own
+    ``orgId``, else the ``__orgId__`` annotation, else the payload's ``orgId`` (grafana/alerting
+    receivers/webhook/v1/webhook.go ``webhookMessage.OrgID``)."""
+    for key in ("panelURL", "dashboardURL"):
+        url = a.get(key)
+        if isinstance(url, str) and url:
+            m = re.search(r"[?&]orgId=(\d+)", url)
+            if m and int(m.group(1)) > 0:
+                return int(m.group(1))
+    return _org_value(a.get("orgId")) or _org_value(annotations.get("__orgId__")) or top
+
+
+def _parse_alert(a: Any, p: str, top_org: int | None = None) -> WebhookAlertIn:
     if not isinstance(a, dict):
         raise PayloadError(f"{p}: must be an object")
     status = a.get("status")
@@ -126,6 +153,7 @@ def _parse_alert(a: Any, p: str) -> WebhookAlertIn:
         panel_url=_opt_str(a.get("panelURL")),
         dashboard_url=_opt_str(a.get("dashboardURL")),
         value=value,
+        org_id=_org(a, annotations, top_org),
     )
 
 

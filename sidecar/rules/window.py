@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from sidecar.config import Config, PanelConfig, RuleConfig
 from sidecar.model import PanelCapture
@@ -56,11 +57,13 @@ def panel_captures(
     templates: TemplateEngine | None = None,
     for_: float | None = None,
     rule_name: str | None = None,
+    org_id: int | None = None,
 ) -> tuple[PanelCapture, ...]:
     """The pictures for one event.
 
     ``for`` and the rule name (for template errors) come from the rule when a ``RuleConfig`` is
-    given, else from ``for_`` (default 0) and ``rule_name`` (default ``webhook``).
+    given, else from ``for_`` (default 0) and ``rule_name`` (default ``webhook``). ``org_id``: the
+    Grafana org of the alert (None: ``grafana.org_id``).
     """
     if isinstance(rule_or_panels, RuleConfig):
         panels: Sequence[PanelConfig] = rule_or_panels.panels
@@ -78,6 +81,8 @@ def panel_captures(
     seen: set[str] = set()
     for p in panels:
         capture = _one(p, cfg, window=window, now=now, ctx=ctx, engine=engine)
+        if org_id is not None and org_id != cfg.grafana.org_id:
+            capture = replace(capture, org_id=org_id)
         key = capture.cache_key()
         if key not in seen:  # the same panel listed twice (rule + annotation) is captured once
             seen.add(key)

@@ -279,7 +279,7 @@ async def test_whole_dashboard_in_kiosk_mode(env: Env) -> None:
 async def test_time_zone_goes_to_the_url_and_the_browser(env: Env) -> None:
     result = await env.service.capture(panel("1", timezone="Asia/Kolkata", width=400, height=200))
     assert result.cls is CaptureClass.OK, result.detail
-    assert "tz=Asia/Kolkata" in result.url
+    assert "timezone=Asia/Kolkata" in result.url
 
 
 # --------------------------------------------------------------------------- auth
@@ -292,8 +292,10 @@ async def test_credentials_reach_grafana_only(env: Env) -> None:
     assert result.cls is CaptureClass.OK
     assert env.other_log.count("GET", "/pixel.png") >= 1, "the page did not load the external image"
     assert all(auth is None for _, _, auth in env.other_log.seen)
-    grafana = [s for s in env.grafana_log.seen if not s[1].startswith("/_sandbox/")]
+    grafana = [s for s in env.grafana_log.seen if not s[1].startswith(("/_sandbox/", "/public/"))]
     assert grafana and all(auth == f"Bearer {DEFAULT_TOKEN}" for _, _, auth in grafana)
+    static = [s for s in env.grafana_log.seen if s[1].startswith("/public/")]
+    assert static and all(auth is None for _, _, auth in static)  # static files are not intercepted
 
 
 async def test_redirect_to_another_origin_drops_the_credentials(env: Env) -> None:

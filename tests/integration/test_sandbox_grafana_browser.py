@@ -115,14 +115,14 @@ async def renders(base: str) -> list[dict[str, object]]:
 
 async def test_solo_panel_spinner_then_chart(serve: Serve, open_page: OpenPage) -> None:
     base = await serve(GrafanaSandbox(query_delay=3.0).make_app())
-    page = await open_page(f"{base}{SOLO}&panelId=1&tz=Asia/Tokyo&theme=dark&var-service=checkout")
+    page = await open_page(f"{base}{SOLO}&panelId=1&timezone=Asia/Tokyo&theme=dark&var-service=checkout")
     assert await page.evaluate("typeof window.__grafanaSceneContext") == "object"
 
     await page.wait_for_function("window.__grafanaRunningQueryCount > 0", timeout=5_000)
     loading = await page.screenshot()
     # the query takes 3 s: the screenshot above must have been taken while it was in flight
     assert await page.evaluate("[window.__grafanaRunningQueryCount, window.__sandboxReadyAt]") == [1, None]
-    assert await page.locator(".panel-loading").inner_text() == "Loading"
+    assert await page.locator(".css-loading-bar").get_attribute("aria-label") == "Panel loading bar"
     assert count_near(loading, GREEN) == 0
     assert count_near(loading, SPINNER_BLUE, 60) > 10
 
@@ -130,7 +130,7 @@ async def test_solo_panel_spinner_then_chart(serve: Serve, open_page: OpenPage) 
     drawn = await page.screenshot()
     assert count_near(drawn, GREEN) > 1_000
     assert pixel(drawn, (995, 5)) == (0x18, 0x1B, 0x1F)
-    assert await page.locator(".panel-loading").count() == 0
+    assert await page.locator(".css-loading-bar").count() == 0
     legend = page.get_by_test_id("data-testid VizLegend series requests{service=checkout}")
     assert await legend.inner_text() == "requests{service=checkout}"
 
@@ -166,7 +166,7 @@ async def test_stuck_panel_never_finishes(serve: Serve, open_page: OpenPage) -> 
     await page.wait_for_function("window.__grafanaRunningQueryCount > 0", timeout=5_000)
     with pytest.raises(PlaywrightTimeout):
         await page.wait_for_function("window.__grafanaRunningQueryCount === 0", timeout=2_000)
-    assert await page.locator(".panel-loading").is_visible()
+    assert await page.locator(".css-loading-bar").is_visible()
 
 
 async def test_empty_and_broken_panels(serve: Serve, open_page: OpenPage) -> None:

@@ -9,8 +9,9 @@ import pytest_asyncio
 from aiohttp import web
 from pydantic import SecretStr
 
-from sidecar.capture.dashboards import DashboardDirectory, DashboardInfo
+from sidecar.capture.dashboards import DashboardDirectory, DashboardInfo, slugify
 from sidecar.config import GrafanaConfig
+from sidecar_sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
 
 TOKEN = "glsa_secret_token_value"
 
@@ -93,7 +94,10 @@ async def test_directory_caches_per_uid_and_sends_credentials(
         assert (missing.info, missing.status) == (None, 404)
         junk = await directory.lookup("broken", timeout=2)
         assert (junk.info, junk.status) == (None, 0)
-        await directory.lookup("nope", timeout=2)  # failures are not cached
+        await directory.lookup("nope", timeout=2)  # a failure is remembered for a while...
+        assert [s["uid"] for s in seen].count("nope") == 1
+        clock.now += 31  # ...then asked again
+        await directory.lookup("nope", timeout=2)
         assert [s["uid"] for s in seen].count("nope") == 2
     finally:
         await directory.close()
@@ -107,3 +111,52 @@ async def test_directory_unreachable_grafana_is_no_slug_not_an_error() -> None:
         assert (result.info, result.status) == (None, 0)
     finally:
         await directory.close()
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"
+
+
+async def test_v2_dashboard_read_through_the_app_platform_api_and_orgs_kept_apart() -> None:
+    """12.4: /api/dashboards/uid answers a v2 dashboard 406; the v2 API gives title and panels."""
+    runner, url = await serve(GrafanaSandbox(profile="12.4", token=None, basic_auth=("u", "p")).make_app())
+    cfg = GrafanaConfig.model_validate({"url": url, "basic_auth": {"username": "u", "password": "p"}})
+    directory = DashboardDirectory(grafana=cfg, clock=FakeClock())
+    try:
+        v2 = await directory.lookup("sandbox-v2", timeout=2)
+        assert v2.status == 200 and v2.info is not None
+        assert (v2.info.title, v2.info.slug, v2.info.title_for("panel-1")) == (
+            "V2 services",
+            "v2-services",
+            "V2 request rate",
+        )
+        v1 = await directory.lookup("sandbox", timeout=2)
+        assert v1.info is not None and v1.info.slug == "sandbox-services"
+        # org 2 has its own dashboards: the same uid is looked up per org
+        assert (await directory.lookup("org2-services", timeout=2)).status == 404
+        other = await directory.lookup("org2-services", timeout=2, org_id=2)
+        assert other.info is not None and other.info.title == "Org 2 services"
+    finally:
+        await directory.close()
+        await runner.cleanup()
+
+
+async def test_a_token_of_another_org_is_refused_with_401() -> None:
+    runner, url = await serve(GrafanaSandbox(profile="12.4").make_app())
+    cfg = GrafanaConfig.model_validate({"url": url, "token": DEFAULT_TOKEN})
+    directory = DashboardDirectory(grafana=cfg, clock=FakeClock())
+    try:
+        assert (await directory.lookup("org2-services", timeout=2, org_id=2)).status == 401
+        assert (await directory.lookup("sandbox", timeout=2)).status == 200
+    finally:
+        await directory.close()
+        await runner.cleanup()
+
+
+def test_slugify_like_grafana() -> None:
+    assert slugify("V2 services") == "v2-services"
+    assert slugify("  Kubernetes / Pods (prod) ") == "kubernetes-pods-prod"

@@ -12,6 +12,7 @@ from sidecar.capture.auth import auth_header
 from sidecar.capture.urls import (
     auth_url_pattern,
     dashboard_api_url,
+    dashboard_v2_url,
     human_link,
     origin_of,
     panel_url,
@@ -40,7 +41,7 @@ def query(url: str) -> list[tuple[str, str]]:
 def test_panel_url_has_grafana_renderer_shape() -> None:
     url = panel_url(CFG, req(vars=(("service", "check out"), ("env", "prod"))), slug="my-dash")
     assert url == (
-        "http://grafana:3000/d-solo/abc/my-dash?orgId=2&panelId=4&from=now-1h&to=now&tz=UTC"
+        "http://grafana:3000/d-solo/abc/my-dash?orgId=2&panelId=4&from=now-1h&to=now&timezone=UTC"
         "&theme=dark&var-service=check%20out&var-env=prod&render=1"
     )
 
@@ -56,16 +57,27 @@ def test_panel_url_without_slug_scenes_key_epoch_ms_and_light_theme() -> None:
         ("panelId", "panel-4-clone-1"),
         ("from", "1700000000000"),
         ("to", "1700003600000"),
-        ("tz", "UTC"),
+        ("timezone", "UTC"),
         ("theme", "light"),
         ("render", "1"),
     ]
 
 
 def test_panel_url_time_zone_is_passed_unless_browser() -> None:
-    assert ("tz", "Europe/Paris") in query(panel_url(CFG, req(timezone="Europe/Paris")))
-    assert "tz=Europe/Paris" in panel_url(CFG, req(timezone="Europe/Paris"))
-    assert "tz" not in dict(query(panel_url(CFG, req(timezone="browser"))))
+    # the frontend reads timezone= (tz= is only the backend renderer's)
+    assert ("timezone", "Europe/Paris") in query(panel_url(CFG, req(timezone="Europe/Paris")))
+    assert "timezone=Europe/Paris" in panel_url(CFG, req(timezone="Europe/Paris"))
+    assert "tz" not in dict(query(panel_url(CFG, req(timezone="Europe/Paris"))))
+    assert "timezone" not in dict(query(panel_url(CFG, req(timezone="browser"))))
+
+
+def test_panel_url_for_the_detected_grafana_and_the_alerts_org() -> None:
+    url = panel_url(CFG, req(org_id=5), base_url="http://127.0.0.1:3000", panel_id="4", hide_logo=True)
+    assert url.startswith("http://127.0.0.1:3000/d-solo/abc?orgId=5&panelId=4&")
+    assert url.endswith("&hideLogo=true&render=1")
+    whole = panel_url(CFG, req(panel=None), hide_logo=True)
+    assert "hideLogo" not in whole  # the badge is on /d-solo/ only
+    assert "hideLogo" not in human_link(url)
 
 
 def test_whole_dashboard_uses_kiosk_and_keeps_a_sub_path() -> None:
@@ -106,9 +118,16 @@ def test_auth_goes_to_grafanas_origin_only(grafana: str, url: str, gets_auth: bo
 
 
 def test_dashboard_api_url_quotes_the_uid_and_keeps_a_sub_path() -> None:
-    assert dashboard_api_url(CFG, "abc") == "http://grafana:3000/api/dashboards/uid/abc"
+    assert dashboard_api_url(str(CFG.url), "abc") == "http://grafana:3000/api/dashboards/uid/abc"
     sub = GrafanaConfig(url="https://example.com/grafana/")
-    assert dashboard_api_url(sub, "a/b c") == "https://example.com/grafana/api/dashboards/uid/a%2Fb%20c"
+    assert dashboard_api_url(str(sub.url), "a/b c") == "https://example.com/grafana/api/dashboards/uid/a%2Fb%20c"
+
+
+def test_dashboard_v2_url_names_the_orgs_namespace() -> None:
+    assert dashboard_v2_url("http://g:3000/grafana", "a b", 1) == (
+        "http://g:3000/grafana/apis/dashboard.grafana.app/v2beta1/namespaces/default/dashboards/a%20b"
+    )
+    assert "/namespaces/org-3/" in dashboard_v2_url("http://g:3000", "x", 3, "v2alpha1")
 
 
 # --------------------------------------------------------------------------- links in and out

@@ -144,7 +144,7 @@ async def test_solo_page_carries_config_signals_and_external_image(make_client: 
     sandbox = GrafanaSandbox(external_resource_url="http://127.0.0.2:9/pixel.png?a=1&b=2")
     client = await make_client(sandbox.make_app())
     resp = await client.get(
-        "/d-solo/sandbox/sandbox-services?orgId=1&panelId=panel-6&from=now-1h&to=now&tz=Europe/Paris"
+        "/d-solo/sandbox/sandbox-services?orgId=1&panelId=panel-6&from=now-1h&to=now&timezone=Europe/Paris"
         "&theme=light&var-service=payments&render=1",
         headers=BEARER,
     )
@@ -152,8 +152,12 @@ async def test_solo_page_carries_config_signals_and_external_image(make_client: 
     assert resp.status == 200
     assert '<img class="sandbox-external" src="http://127.0.0.2:9/pixel.png?a=1&amp;b=2"' in html
     assert 'class="theme-light app-grafana"' in html
-    assert "window.__grafanaSceneContext = {}" in html
+    assert '<script src="public/build/app.js"></script>' in html and '<base href="/">' in html
     assert '"Checkout errors"' in html and '"service": "payments"' in html and '"tz": "Europe/Paris"' in html
+    assert '"scenes": true' in html
+    bundle = await client.get("/public/build/app.js")  # static files need no credentials
+    assert bundle.status == 200
+    assert "window.__grafanaSceneContext = {}" in await bundle.text()
 
 
 async def test_page_config_cannot_break_out_of_the_script(grafana: tuple[GrafanaSandbox, Client]) -> None:

@@ -322,3 +322,41 @@ def test_missing_fingerprint_is_derived_from_labels() -> None:
 def test_panels_from_url(url: str, expected: tuple[str, str | None] | None) -> None:
     got = panels_from_url(url)
     assert [(p.dashboard, p.panel_key) for p in got] == ([expected] if expected else [])
+
+
+def test_the_alerts_grafana_org_from_its_urls_itself_its_annotation_or_the_payload() -> None:
+    def org_of(alert: dict[str, Any], top: Any = None) -> int | None:
+        doc: dict[str, Any] = {"version": "1", "alerts": [{"status": "firing", "labels": {"a": "b"}, **alert}]}
+        if top is not None:
+            doc["orgId"] = top
+        _, (parsed,) = parse_payload(doc)
+        return parsed.org_id
+
+    assert org_of({"panelURL": "http://g/d/abc?orgId=3&viewPanel=1"}, top=2) == 3
+    assert org_of({"dashboardURL": "http://g/grafana/d/abc?orgId=4"}) == 4
+    assert org_of({"orgId": 5}, top=2) == 5
+    assert org_of({"annotations": {"__orgId__": "6"}}) == 6
+    assert org_of({}, top=2) == 2
+    assert org_of({}, top="2") == 2
+    assert org_of({}) is None
+    assert org_of({"orgId": True}, top=0) is None  # junk is ignored, never an error
+
+
+def test_a_webhook_alert_of_org_2_is_captured_in_org_2_and_webhook_panels_in_the_default(tmp_path: Path) -> None:
+    from sidecar.config import parse_config
+    from sidecar.ingest.events import build_event
+    from sidecar.rules.templates import TemplateEngine
+
+    text = (
+        'flashduty: {integration_key: "${KEY}"}\n'
+        f"state_dir: {tmp_path}\n"
+        "webhook: {panels: [{dashboard: fixed, panel: 1}]}\n"
+    )
+    cfg = parse_config(text, env={"KEY": "k" * 20})
+    doc = json.loads((Path(__file__).parents[1] / "data/grafana/webhook_default_payload.json").read_text())
+    doc["orgId"] = 2
+    doc["alerts"][0]["panelURL"] = "http://grafana/d/org2-services?orgId=2&viewPanel=1"
+    doc["alerts"][0]["annotations"] = {}
+    _, (alert,) = parse_payload(doc)
+    event = build_event(alert, cfg, now=1e9, status="Critical", panels=True, templates=TemplateEngine())
+    assert [(p.dashboard, p.org_id) for p in event.panels] == [("org2-services", 2), ("fixed", None)]
