@@ -63,12 +63,14 @@ class GrafanaSandbox:
         query_delay: float = 0.3,
         external_resource_url: str | None = None,
         metric_source: Callable[[], float] | None = None,
+        metric_history: Callable[[float], float] | None = None,
     ) -> None:
         self.token = token
         self.basic_auth = basic_auth
         self.query_delay = query_delay
         self.external_resource_url = external_resource_url
         self.metric_source = metric_source
+        self.metric_history = metric_history  # value at a unix time: panel 6 draws it (the sandbox Prometheus)
         self.dashboards = builtin_dashboards(query_delay)
         self.rules = RuleBook(BUILTIN_RULES, self.metric_value)  # rules API of Grafana 12; .version switches
         self.renders: list[dict[str, Any]] = []

@@ -76,7 +76,9 @@ async def start_sandboxes(
 ) -> Sandboxes:
     prom = PrometheusSandbox(value=0.0)
     fd = FlashdutySandbox(time_scale=time_scale, **(flashduty_kwargs or {}))
-    gf = GrafanaSandbox(token=GRAFANA_TOKEN, query_delay=query_delay, metric_source=lambda: prom.value)
+    gf = GrafanaSandbox(
+        token=GRAFANA_TOKEN, query_delay=query_delay, metric_source=lambda: prom.value, metric_history=prom.value_at
+    )
     boxes = Sandboxes(flashduty=fd, grafana=gf, prometheus=prom)
     try:
         for name, app, port in (

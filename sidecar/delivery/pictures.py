@@ -90,6 +90,9 @@ class Picture:
     image_key: str | None = None
     reason: str | None = None  # why it is missing, once it failed
     upload_outcome: str = "none"  # none | uploaded | rate_limited | failed
+    image: bytes | None = field(default=None, repr=False)  # the bytes captured (and uploaded), for the journal
+    content_type: str | None = None
+    steps: dict[str, float] = field(default_factory=dict)  # seconds per named capture step
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def stored(self) -> StoredImage:
@@ -166,6 +169,8 @@ class PictureSet:
         finally:
             pic.capture_ms = (self._clock() - started) * 1000
         pic.cls = str(getattr(result.cls, "value", result.cls))
+        pic.image, pic.content_type = result.image, result.content_type
+        pic.steps = dict(getattr(result, "steps", None) or {})
         pic.alt = result.alt.strip() or pic.alt  # configured title, else the one Grafana showed
         link = human_link(result.url) if result.url else ""
         if link and len(link) <= MAX_HREF:
