@@ -22,7 +22,7 @@ from sidecar.status.journal import CONTENT_TYPES, Journal
 from sidecar.status.provider import STARTED, snapshot
 from sidecar.status.render import render_login, render_status
 
-__all__ = ["COOKIE", "JOURNAL", "PAGE_DELIVERIES", "add_status_routes", "journal_context"]
+__all__ = ["COOKIE", "JOURNAL", "PAGE_DELIVERIES", "add_status_routes", "config_of", "journal_context"]
 
 JOURNAL = web.AppKey("journal", Journal)
 COOKIE = "flashduty_sidecar_ui"
@@ -35,7 +35,8 @@ _HEADERS = {
 }
 
 
-def _config(app: web.Application) -> Config:
+def config_of(app: web.Application) -> Config:
+    """The current config of the running ``app``."""
     from sidecar import app as keys  # the app module imports this one
 
     return app[keys.CURRENT].config
@@ -46,7 +47,7 @@ def _cookie_value(token: str) -> str:
 
 
 def _allowed(request: web.Request) -> bool:
-    secret = _config(request.app).status.ui_token
+    secret = config_of(request.app).status.ui_token
     if secret is None:
         return True
     token = secret.get_secret_value()
@@ -63,14 +64,14 @@ def _login_page(*, failed: bool) -> web.Response:
 async def _index(request: web.Request) -> web.Response:
     if not _allowed(request):
         return _login_page(failed=False)
-    cfg = _config(request.app)
+    cfg = config_of(request.app)
     snap = await snapshot(request.app, deliveries=PAGE_DELIVERIES)
     text = render_status(snap, picture_base="pictures/", refresh=cfg.status.refresh, secrets=secret_values(cfg))
     return web.Response(text=text, content_type="text/html", headers=_HEADERS)
 
 
 async def _login(request: web.Request) -> web.Response:
-    secret = _config(request.app).status.ui_token
+    secret = config_of(request.app).status.ui_token
     if secret is None:
         raise web.HTTPSeeOther("./")
     form = await request.post()
@@ -110,11 +111,11 @@ async def journal_context(app: web.Application) -> AsyncIterator[None]:
     """The journal's resource: opened with the state, closed after the pipeline that writes it."""
     from sidecar import app as keys
 
-    cfg = _config(app)
+    cfg = config_of(app)
     try:
         journal = Journal(
             cfg.state_dir,
-            limits=lambda: _config(app).status,
+            limits=lambda: config_of(app).status,
             on_error=lambda: app[keys.METRICS].background_errors.labels(job="status-journal").inc(),
         )
     except Exception as e:

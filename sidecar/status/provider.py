@@ -108,6 +108,7 @@ def _rules(app: web.Application, cfg: Any) -> list[dict[str, Any]]:
                     "state": inst.state,
                     "since": inst.fired_at if inst.state == "firing" and inst.fired_at else inst.active_at,
                     "value": None if math.isnan(inst.value) else inst.value,
+                    "resolved_at": inst.resolved_at,
                     "alert_key": inst.key,
                 }
             )
