@@ -9,11 +9,10 @@ works against a real Prometheus. The evaluator understands just enough PromQL fo
     sandbox_demo_errors > 1                          comparison filters: > < >= <= == !=
     42                                               a scalar
 
-The metric keeps its history (every value set, with the time it was set): an instant query
-at ``time`` answers the value the series had then (Prometheus' instant-query semantics,
-prometheus/prometheus web/api/v1/api.go ``query``), and the sandbox Grafana draws the same history
-(``value_at``), so a panel shows exactly the data a rule evaluated. Before the first change the
-series has its initial value. Unknown metric names give an empty vector (as in Prometheus);
+An instant query answers the current value (whatever its ``time``: tests drive rules with fake
+clocks). The metric also keeps its history (every value set, with the wall time it was set), and
+the sandbox Grafana draws that history (``value_at``), so a panel shows exactly the values the
+rules were answered. Before the first change the series has its initial value. Unknown metric names give an empty vector (as in Prometheus);
 anything else is a ``bad_data`` error with HTTP 400. Routes::
 
     GET|POST /api/v1/query           query, time (unix seconds or RFC 3339); POST form-encoded
@@ -109,9 +108,8 @@ class PrometheusSandbox:
         result = []
         if all(_matches(SERIES_LABELS.get(k, ""), op, v) for k, op, v in matchers):
             op, number = match.group("op"), match.group("number")
-            value = self.value_at(at)
-            if op is None or _COMPARE[op](value, float(number)):
-                result.append({"metric": dict(SERIES_LABELS), "value": [at, format_value(value)]})
+            if op is None or _COMPARE[op](self.value, float(number)):
+                result.append({"metric": dict(SERIES_LABELS), "value": [at, format_value(self.value)]})
         return {"resultType": "vector", "result": result}
 
     async def _query(self, request: web.Request) -> web.Response:

@@ -1,8 +1,9 @@
 """The status page's HTML: one Jinja2 template (``templates/status.html``), for the live page and
 for a static export (the demo's gallery), so both always look the same.
 
-Every text is escaped (autoescape), and the finished page goes through the secret redactor:
-no secret the daemon holds can appear on it, whatever a rule's error or a label says.
+Every value goes through the secret redactor before it is rendered, and every text is escaped
+(autoescape): no secret the daemon holds can appear on the page, whatever a rule's error or a
+label says (the finished page is checked once more for the literal secrets).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from sidecar.redact import redact
+from sidecar.redact import Redactor
 from sidecar.status.provider import Snapshot
 
 __all__ = ["render_login", "render_status"]
@@ -75,6 +76,14 @@ def render_status(
     """The page. ``picture_base``: URL prefix of the pictures (``pictures/``); ``refresh``:
     seconds between reloads (0: none); ``exported``: a static copy (no refresh, no live links);
     ``notes``: extra (time, text) lines shown first (the demo's timeline)."""
+    redactor = Redactor(secrets)
+    snap = Snapshot(
+        now=snap.now,
+        daemon=redactor.value(snap.daemon),
+        delivery=redactor.value(snap.delivery),
+        rules=redactor.value(snap.rules),
+        deliveries=redactor.value(snap.deliveries),
+    )
     ctx: dict[str, Any] = {
         "s": snap,
         "d": snap.daemon,
@@ -82,10 +91,13 @@ def render_status(
         "picture_base": picture_base,
         "refresh": 0 if exported else refresh,
         "exported": exported,
-        "notes": list(notes),
+        "notes": redactor.value(list(notes)),
         "uptime": None if snap.daemon.get("started") is None else snap.now - snap.daemon["started"],
     }
-    return redact(_ENV.get_template("status.html").render(ctx), secrets)
+    page = _ENV.get_template("status.html").render(ctx)
+    for secret in redactor.secrets:  # none can be left: this only guards against a template bug
+        page = page.replace(secret, "&lt;redacted&gt;")
+    return page
 
 
 def render_login(*, failed: bool) -> str:

@@ -97,6 +97,13 @@ async def test_status_page_in_a_browser(tmp_path: Path, boxes: Sandboxes) -> Non
                 assert "Sign in" in text and "CheckoutErrors" not in text
             async with http.get(base + "pictures/" + "0" * 64 + ".png") as r:
                 assert r.status == 401
+            bearer = {"Authorization": f"Bearer {UI_TOKEN}"}
+            async with http.get(base, headers=bearer) as r:  # a script or curl: the bearer token
+                assert r.status == 200 and "CheckoutErrors" in await r.text()
+            async with http.get(base + "pictures/" + "0" * 64 + ".png", headers=bearer) as r:
+                assert r.status == 404
+            async with http.post(base + "login", data={"token": "wrong"}, allow_redirects=False) as r:
+                assert r.status == 401 and "set-cookie" not in r.headers
 
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
