@@ -122,6 +122,7 @@ class PictureSet:
         capture_timeout: float,
         upload_deadline: float | None,  # on ``clock``
         clock: Callable[[], float] = time.monotonic,
+        keep: Callable[[bytes, str, str], None] | None = None,  # (bytes, content type, image_key) once uploaded
     ) -> None:
         self._capture = capture
         self._uploader = uploader
@@ -129,6 +130,7 @@ class PictureSet:
         self._capture_timeout = capture_timeout
         self._upload_deadline = upload_deadline
         self._clock = clock
+        self._keep = keep
         known = {s.panel: s for s in have}
         self.pictures: list[Picture] = []
         for i, req in enumerate(panels):
@@ -197,6 +199,8 @@ class PictureSet:
             pic.state, pic.reason, pic.upload_outcome = "failed", f"upload failed ({type(e).__name__})", "failed"
             return
         pic.state, pic.upload_outcome = "done", "uploaded"
+        if self._keep is not None:  # the status page keeps it, late for the push or not
+            self._keep(result.image, result.content_type, pic.image_key)
 
     def _running(self) -> list[asyncio.Task[None]]:
         return [p.task for p in self.pictures if p.task is not None and not p.task.done()]

@@ -264,6 +264,7 @@ class DeliveryPipeline:
             capture_timeout=min(timeout, window) if ok else timeout,
             upload_deadline=started + window,
             clock=self._clock,
+            keep=self._journal.keep if self._journal is not None else None,
         )
 
     def _on_delivered(self, item: OutboxItem, started: float, pics: PictureSet | None, sent: int) -> None:

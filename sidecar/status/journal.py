@@ -2,7 +2,8 @@
 
 ``journal.sqlite3`` holds one row per delivery (outcome, timings, what happened to each picture)
 and one row per kept picture; the pictures themselves are files ``pictures/<sha256>.<ext>``,
-the exact bytes that were uploaded (the same bytes are kept once). Bounds, from the ``status``
+the exact bytes that were uploaded (kept when the upload succeeds, so a late picture is there
+for its follow-up), or captured and not uploaded (the same bytes are kept once). Bounds, from the ``status``
 section read at every write: ``deliveries`` rows, ``pictures`` files and ``picture_bytes`` bytes,
 the oldest removed first. Everything survives a restart; files that lost their row (a crash
 between the two writes) are removed when the journal opens.
@@ -21,6 +22,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,17 @@ class Journal:
         future = self._pool.submit(self._write, rec)
         future.add_done_callback(self._written)
 
+    def keep(self, data: bytes, content_type: str, image_key: str) -> None:
+        """Queue an uploaded picture (one that comes in after its push too: its follow-up finds it)."""
+        future = self._pool.submit(self._keep, data, content_type, image_key, time.time())
+        future.add_done_callback(self._written)
+
+    def _keep(self, data: bytes, content_type: str, image_key: str, at: float) -> None:
+        limits = self._limits()
+        if limits.pictures > 0:
+            self._store(data, content_type, image_key, at)
+            self._prune(limits)
+
     def _written(self, future: concurrent.futures.Future[None]) -> None:
         error = future.exception()
         if error is not None:
@@ -98,11 +111,11 @@ class Journal:
     def _write(self, rec: DeliveryRecord) -> None:
         limits = self._limits()
         for pic in rec.pictures:
-            if pic.image is not None and limits.pictures > 0:
-                pic.file = self._store(pic.image, pic.content_type or "image/png", pic.image_key, rec.at)
-            elif pic.image_key:  # a follow-up's or a retry's picture: the file of its key, if kept
+            if pic.image_key:  # uploaded (kept by ``keep``), now or by an earlier attempt
                 row = self._db.execute("SELECT file FROM pictures WHERE image_key = ?", (pic.image_key,)).fetchone()
                 pic.file = row["file"] if row else None
+            if pic.file is None and pic.image is not None and limits.pictures > 0:  # captured, not uploaded
+                pic.file = self._store(pic.image, pic.content_type or "image/png", pic.image_key, rec.at)
             pic.image = None
         with self._db:
             self._db.execute(

@@ -62,3 +62,14 @@ async def test_deliveries_bounded_and_orphan_files_removed(tmp_path: Path) -> No
     assert not stray.exists()
     assert again.picture_path("../journal.sqlite3") is None and again.picture_path(stray.name) is None
     await again.close()
+
+
+async def test_a_late_picture_kept_at_upload_is_found_by_its_follow_up(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, limits=StatusConfig)
+    late = b"\x89PNG late picture"
+    journal.keep(late, "image/png", "img_late")  # uploaded after the push went out
+    journal.record(_record(1, None, key="img_late"))  # the follow-up carries only the key
+    (row,) = await journal.recent(5)
+    path = journal.picture_path(row["pictures"][0]["file"])
+    assert path is not None and path.read_bytes() == late
+    await journal.close()
