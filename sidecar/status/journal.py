@@ -146,14 +146,17 @@ class Journal:
 
     def _prune(self, limits: StatusConfig) -> None:
         """Newest first, keep while within both bounds; remove the rest (rows, then files)."""
-        count = size = 0
-        drop: list[str] = []
-        for row in self._db.execute("SELECT file, size FROM pictures ORDER BY at DESC, rowid DESC"):
-            count, size = count + 1, size + row["size"]
-            if count > limits.pictures or size > limits.picture_bytes:
-                drop.append(row["file"])
-        if not drop:
+        total = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM pictures").fetchone()
+        if total[0] <= limits.pictures and total[1] <= limits.picture_bytes:
             return
+        drop = [
+            row[0]
+            for row in self._db.execute(
+                "SELECT file FROM (SELECT file, ROW_NUMBER() OVER w AS n, SUM(size) OVER w AS bytes FROM pictures"
+                " WINDOW w AS (ORDER BY at DESC, rowid DESC)) WHERE n > ? OR bytes > ?",
+                (limits.pictures, limits.picture_bytes),
+            )
+        ]
         with self._db:
             self._db.executemany("DELETE FROM pictures WHERE file = ?", [(f,) for f in drop])
         for name in drop:
