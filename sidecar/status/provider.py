@@ -63,6 +63,7 @@ async def snapshot(app: web.Application, *, deliveries: int) -> Snapshot:
         "started": app.get(STARTED),
         "config_path": app[keys.OPTIONS].config_path,
         "reload": reloader.last if reloader is not None else None,
+        "reload_at": reloader.last_at if reloader is not None else None,
         "browser_version": browser.version if browser is not None else None,
         "browser_connected": browser.connected if browser is not None else False,
         "browser_launches": browser.launches if browser is not None else 0,
@@ -78,7 +79,7 @@ async def snapshot(app: web.Application, *, deliveries: int) -> Snapshot:
         delivery.update(
             depth=outbox.pending_count(),
             oldest_age=outbox.oldest_pending_age(now),
-            dead_letters=outbox.dead_letters.entries()[-50:],
+            dead_letters=outbox.dead_letters.entries(newest=50),
             dead_letter_count=outbox.dead_letter_count(),
         )
     if client is not None:

@@ -13,7 +13,7 @@ SECRET = "integration-key-abcdef123456"
 def snapshot(**daemon: object) -> Snapshot:
     base = {
         "version": "0.1.0", "started": 1000.0, "config_path": "/etc/sidecar/config.yaml",
-        "reload": ("refused", "rules[0].expr: unexpected character"), "browser_version": "120.0.1",
+        "reload": ("refused", "rules[0].expr: unexpected character"), "reload_at": 1070.0, "browser_version": "120.0.1",
         "browser_connected": True, "browser_launches": 3, "flashduty_host": "https://api.flashcat.cloud",
         "flashduty_answer_at": 1090.0, "flashduty_failure": (1095.0, f"push: HTTP 502 integration_key={SECRET}"),
         "flashduty_429_at": 1080.0, "extras": {"Grafana version": None, "High availability": "not enabled"},
@@ -53,7 +53,7 @@ def test_every_section_with_its_facts() -> None:
     text = " ".join(text.split())
     assert '<meta http-equiv="refresh" content="10">' in html
     assert "uptime 100.0 s" in text and "/etc/sidecar/config.yaml" in text
-    assert "refused rules[0].expr: unexpected character" in text
+    assert "refused rules[0].expr: unexpected character 1970-01-01 00:17:50 UTC" in text
     assert "Chromium 120.0.1 · connected · 3 launches, 2 restarts" in text
     assert "unreachable push: HTTP 502" in text and "last 429: 20.0 s ago" in text
     assert "Grafana version unknown" in text and "High availability not enabled" in text
