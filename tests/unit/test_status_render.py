@@ -85,3 +85,15 @@ def test_static_export_and_a_fresh_daemon() -> None:
 def test_login_page() -> None:
     assert 'name="token"' in render_login(failed=False) and "login-error" not in render_login(failed=False)
     assert "wrong token" in render_login(failed=True)
+
+
+def test_the_templates_ship_in_the_package() -> None:
+    """The image installs a wheel: every template must be package data, not only in the source tree."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["sidecar"]
+    files = [p.relative_to(root / "sidecar").as_posix() for p in (root / "sidecar/status/templates").iterdir()]
+    assert files and all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in files), (files, patterns)
