@@ -248,7 +248,12 @@ def _capture_table(cap: dict[str, Any]) -> str:
 
 def _delivery_table(dlv: dict[str, Any]) -> str:
     rows = []
-    for label, d in (("distinct pictures", dlv["distinct"]), ("half the pictures identical", dlv["dedup"])):
+    bursts = [("distinct pictures", dlv["distinct"])]
+    if "journal_rounds" in dlv:  # every round, without and with the status page's journal (ABBA order)
+        jr = dlv["journal_rounds"]
+        bursts = [(f"distinct, round {i + 1}", d) for i, d in enumerate(jr["without"])]
+        bursts += [(f"distinct, with the status journal, round {i + 1}", d) for i, d in enumerate(jr["with"])]
+    for label, d in [*bursts, ("half the pictures identical", dlv["dedup"])]:
         rows.append(
             [
                 label,
@@ -261,6 +266,7 @@ def _delivery_table(dlv: dict[str, Any]) -> str:
                 fmt(d["makespan_over_t_min"], 3),
                 sum(d["http_429"].values()),
                 f"{d['upload_windows_peak']['per_second_window']} / {d['upload_windows_peak']['per_minute_window']}",
+                f"{fmt(d.get('first_push_p50_s'), 2)} / {fmt(d.get('first_push_max_s'), 2)}",
             ]
         )
     note = (
@@ -278,6 +284,7 @@ def _delivery_table(dlv: dict[str, Any]) -> str:
         "ratio",
         "429s",
         "peak uploads per window (s / min)",
+        "first push p50 / max s",
     ]
     return note + "\n\n" + table(headers, rows)
 

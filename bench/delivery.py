@@ -54,6 +54,7 @@ from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, PanelCapture, alert_key
+from sidecar.status.journal import Journal
 from sidecar_sandbox.flashduty import FlashdutySandbox
 
 KEY = "bench-integration-key"
@@ -142,8 +143,9 @@ def _config(url: str, state_dir: Path, time_scale: float) -> Config:
     )
 
 
-async def scenario(n: int, time_scale: float, *, shared_every_other: bool) -> dict[str, Any]:
-    """One burst of ``n`` alerts; what the sandbox saw and how long the pictures took."""
+async def scenario(n: int, time_scale: float, *, shared_every_other: bool, journal: bool = False) -> dict[str, Any]:
+    """One burst of ``n`` alerts; what the sandbox saw and how long the pictures took.
+    ``journal``: with the status page's journal recording every delivery and picture, as the daemon runs."""
     common = picture(10**6)
     pictures = {f"d{i}": (common if shared_every_other and i % 2 else picture(i)) for i in range(n)}
     distinct = len(set(pictures.values()))
@@ -158,6 +160,7 @@ async def scenario(n: int, time_scale: float, *, shared_every_other: bool) -> di
             )
             outbox = Outbox.in_dir(tmp, max_attempts=cfg.delivery.max_attempts)
             capture = InstantCapture(pictures)
+            status = Journal(tmp, limits=lambda: cfg.status) if journal else None
             pipeline = DeliveryPipeline(
                 outbox=outbox,
                 capture=capture,
@@ -165,6 +168,7 @@ async def scenario(n: int, time_scale: float, *, shared_every_other: bool) -> di
                 client=client,
                 settings=PipelineSettings.from_config(cfg),
                 metrics=metrics,
+                journal=status,
             )
             await pipeline.start()
             events = [_event(i) for i in range(n)]
@@ -184,11 +188,14 @@ async def scenario(n: int, time_scale: float, *, shared_every_other: bool) -> di
                 )  # fmt: skip
             finally:
                 await pipeline.stop(grace=2.0)
+                if status is not None:
+                    await status.close()
                 await uploader.close()
                 await client.close()
                 outbox.close()
             state = sandbox.state()
     makespan = done_at - first_put
+    pushed = sorted(a.events[0].received_at - first_put for a in sandbox.alerts)
     bound = t_min(distinct, time_scale)
     upload_scope: dict[str, Any] = next(iter(state["limits"]["upload"]["scopes"].values()), {})
     pushes = state["endpoints"]["push"]["processed"]
@@ -212,6 +219,8 @@ async def scenario(n: int, time_scale: float, *, shared_every_other: bool) -> di
         "makespan_s": round(makespan, 3),
         "t_min_s": round(bound, 3),
         "makespan_over_t_min": round(makespan / bound, 3) if bound > 0 else math.nan,
+        "first_push_p50_s": round(pushed[len(pushed) // 2], 3),
+        "first_push_max_s": round(pushed[-1], 3),
     }
 
 
@@ -219,8 +228,15 @@ async def run(*, quick: bool, log: Any = print) -> dict[str, Any]:
     plan = QUICK if quick else FULL
     n, scale = int(plan["alerts"]), float(plan["time_scale"])
     started = time.monotonic()
-    distinct = await scenario(n, scale, shared_every_other=False)
-    log(f"  delivery: {n} distinct pictures in {distinct['makespan_s']}s (T_min {distinct['t_min_s']}s)")
+    # without and with the status page's journal, in ABBA order (quick: AB) so a busy minute hurts both alike
+    order = [False, True] if quick else [False, True, True, False]
+    rounds: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for with_journal in order:
+        r = await scenario(n, scale, shared_every_other=False, journal=with_journal)
+        rounds[with_journal].append(r)
+        what = "with the status journal" if with_journal else "without the journal"
+        log(f"  delivery: {n} distinct pictures in {r['makespan_s']}s (T_min {r['t_min_s']}s), {what}")
+    distinct, journal = rounds[False][0], rounds[True][0]
     dedup = await scenario(n, scale, shared_every_other=True)
     log(
         f"  delivery: {n} alerts, {dedup['distinct_pictures']} distinct pictures: {dedup['uploads_at_sandbox']} uploads"
@@ -231,6 +247,8 @@ async def run(*, quick: bool, log: Any = print) -> dict[str, Any]:
         "image_budget_s": IMAGE_BUDGET / scale,
         "formula": FORMULA,
         "distinct": distinct,
+        "distinct_with_status_journal": journal,
+        "journal_rounds": {"without": rounds[False], "with": rounds[True]},
         "dedup": dedup,
         "seconds": round(time.monotonic() - started, 1),
     }

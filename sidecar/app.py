@@ -9,6 +9,7 @@ owning exactly one thing, started in this order and torn down in reverse:
     client      the Flashduty client (its own session, limiters)
     uploader    image-key cache + upload singleflight (closed before the client it uses)
     capture     Playwright, the warm browser and its context pool: liveness "browser"
+    journal     the status page's deliveries and pictures (``sidecar.status``; ``GET /``)
     pipeline    the delivery dispatcher and its deliveries: liveness "workers"
     scheduler   the rule jobs (APScheduler): liveness "scheduler"
     webhook     the webhook receiver's handler
@@ -16,9 +17,7 @@ owning exactly one thing, started in this order and torn down in reverse:
     reconcile   one job: close in Flashduty what is no longer firing (with ``app_key``)
     reloader    the one reload path and the config-file watcher
 
-Components are found through typed ``web.AppKey``s. A failure in any context during start-up
-propagates out of ``AppRunner.setup``; ``Daemon.start`` then runs the cleanup, which unwinds
-exactly the contexts that had started (aiohttp keeps them), in reverse.
+Components are found by typed ``web.AppKey``s; a start-up failure unwinds the contexts that had started.
 """
 
 from __future__ import annotations
@@ -53,6 +52,7 @@ from sidecar.model import RESERVED_RULE_NAMES, AlertEvent
 from sidecar.reload import Current, Reloader
 from sidecar.rules.scheduler import RuleScheduler
 from sidecar.rules.state import RuleState
+from sidecar.status.page import JOURNAL, add_status_routes, journal_context
 from sidecar.web import Handler, add_routes
 
 __all__ = ["Options", "StartupError", "build_app"]
@@ -106,8 +106,9 @@ def build_app(cfg: Config, *, metrics: Metrics, options: Options) -> web.Applica
     metrics.up.set_function(health.ready_value)
 
     add_routes(app, health=health, metrics=metrics, webhook=lambda a: a[WEBHOOK], alerts_api=lambda a: a[ALERTS_API])
-    app.cleanup_ctx.extend([_jobs, _state, _session, _client, _uploader, _capture, _pipeline, _scheduler])
-    app.cleanup_ctx.extend([_webhook, _alerts_api, _reconcile, _reloader])
+    add_status_routes(app)
+    app.cleanup_ctx.extend([_jobs, _state, _session, _client, _uploader, _capture, journal_context, _pipeline])
+    app.cleanup_ctx.extend([_scheduler, _webhook, _alerts_api, _reconcile, _reloader])
     return app
 
 
@@ -164,8 +165,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     except Exception as e:
         rule_state.close()
         raise StartupError(f"state_dir {state_dir}: cannot open outbox.sqlite3: {e}") from None
-    app[RULE_STATE], app[OUTBOX] = rule_state, outbox
-    open_ = [True]
+    app[RULE_STATE], app[OUTBOX], open_ = rule_state, outbox, [True]
     app[HEALTH].add_ready_check("state", lambda: open_[0])
     yield
     open_[0] = False
@@ -178,9 +178,8 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _session(app: web.Application) -> AsyncIterator[None]:
-    app[SESSION] = session = aiohttp.ClientSession()
-    yield
-    await session.close()
+    async with aiohttp.ClientSession() as app[SESSION]:
+        yield
 
 
 async def _client(app: web.Application) -> AsyncIterator[None]:
@@ -233,6 +232,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         client=app[CLIENT],
         settings=PipelineSettings.from_config(cfg),
         metrics=app[METRICS],
+        journal=app[JOURNAL],
     )
     await pipeline.start()
     app[PIPELINE] = pipeline

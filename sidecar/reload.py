@@ -22,6 +22,7 @@ import glob
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,7 @@ class Reloader:
         self._requests: asyncio.Queue[str] = asyncio.Queue()
         self.appliers: list[tuple[str, Applier]] = []
         self.last: tuple[str, str] | None = None  # (outcome, detail) of the last reload
+        self.last_at: float | None = None  # its wall time
         self._digest = self._files_digest(current.config)
 
     def add(self, name: str, apply: Applier) -> None:
@@ -183,12 +185,12 @@ class Reloader:
                 log.exception("config reload: applying the new settings to %s failed", name)
         self._current.config = new
         self._metrics.config_reloads.labels("ok").inc()
-        self.last = ("ok", ", ".join(changed) or "nothing changed")
+        self.last, self.last_at = ("ok", ", ".join(changed) or "nothing changed"), time.time()
         log.info("config reloaded (%s): %s", reason, self.last[1], extra={"changed": changed, "rules": len(new.rules)})
         return True
 
     def _refuse(self, outcome: str, detail: str, reason: str) -> bool:
         self._metrics.config_reloads.labels(outcome).inc()
-        self.last = (outcome, detail)
+        self.last, self.last_at = (outcome, detail), time.time()
         log.error("config reload refused (%s), keeping the running config: %s", reason, detail)
         return False

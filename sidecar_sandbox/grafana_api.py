@@ -131,7 +131,8 @@ class _Api:
         if panel is None:
             return {"error": "sandbox: unknown dashboardUid/panelId", "status": 400}
         labels = str_dict(query.get("vars"))
-        return panel_result(panel, str(query.get("refId", "A")), labels, window, self.sb.metric_value())
+        metric = self.sb.metric_history or self.sb.metric_value()
+        return panel_result(panel, str(query.get("refId", "A")), labels, window, metric)
 
     async def rules(self, request: web.Request) -> web.Response:
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -205,7 +206,7 @@ def parse_time(raw: Any, now_ms: int) -> int:
 
 
 def panel_result(
-    panel: Panel, ref_id: str, labels: dict[str, str], window: tuple[int, int], metric: float
+    panel: Panel, ref_id: str, labels: dict[str, str], window: tuple[int, int], metric: float | Callable[[float], float]
 ) -> dict[str, Any]:
     """One query's entry of ``results`` in a ``/api/ds/query`` answer (not for stuck panels)."""
     if panel.behaviour == "error":
@@ -216,12 +217,18 @@ def panel_result(
     return {"status": 200, "frames": [frame(ref_id, panel.metric, labels, times, values)]}
 
 
-def series(panel: Panel, window: tuple[int, int], metric: float) -> tuple[list[int], list[float]]:
-    """About 100 points over the window; a metric panel ends at the current ``metric`` value."""
+def series(
+    panel: Panel, window: tuple[int, int], metric: float | Callable[[float], float]
+) -> tuple[list[int], list[float]]:
+    """About 100 points over the window. A metric panel draws ``metric``: its history (a function
+    of unix seconds: the sandbox Prometheus's series, exactly) or, as a number, its current value
+    at the end of synthetic noise."""
     times = timestamps(*window)
+    if panel.behaviour == "metric" and callable(metric):
+        return times, [metric(t / 1000) for t in times]
     seed = f"{panel.metric}:{panel.id}"
     values = [noise(seed, t, panel.base, panel.amplitude) for t in times]
-    if panel.behaviour == "metric":
+    if panel.behaviour == "metric" and not callable(metric):
         tail = max(1, len(times) // 10)
         values[-tail:] = [max(metric, 0.0) + noise(seed, t, 0.0, 0.05) for t in times[-tail:]]
     return times, values

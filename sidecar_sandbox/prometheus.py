@@ -9,8 +9,11 @@ works against a real Prometheus. The evaluator understands just enough PromQL fo
     sandbox_demo_errors > 1                          comparison filters: > < >= <= == !=
     42                                               a scalar
 
-Unknown metric names give an empty vector (as in Prometheus); anything else is a ``bad_data``
-error with HTTP 400. Routes::
+An instant query answers the current value (whatever its ``time``: tests drive rules with fake
+clocks). The metric also keeps its history (every value set, with the wall time it was set), and
+the sandbox Grafana draws that history (``value_at``), so a panel shows exactly the values the
+rules were answered. Before the first change the series has its initial value. Unknown metric names give an empty vector (as in Prometheus);
+anything else is a ``bad_data`` error with HTTP 400. Routes::
 
     GET|POST /api/v1/query           query, time (unix seconds or RFC 3339); POST form-encoded
     GET      /metrics                the demo metric in the text exposition format (scrapable)
@@ -25,6 +28,7 @@ import math
 import operator
 import re
 import time
+from bisect import bisect_right
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
@@ -58,8 +62,24 @@ class PromQLError(ValueError):
 class PrometheusSandbox:
     """A settable demo metric behind a Prometheus-shaped HTTP API."""
 
-    def __init__(self, *, value: float = 0.0) -> None:
-        self.value = value
+    def __init__(self, *, value: float = 0.0, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._times: list[float] = [-math.inf]
+        self._values: list[float] = [float(value)]
+
+    @property
+    def value(self) -> float:
+        """The current value; setting it appends to the history (at ``clock()``)."""
+        return self._values[-1]
+
+    @value.setter
+    def value(self, v: float) -> None:
+        self._times.append(max(self._clock(), self._times[-1]))
+        self._values.append(float(v))
+
+    def value_at(self, t: float) -> float:
+        """The value the series had at unix time ``t``."""
+        return self._values[bisect_right(self._times, t) - 1]
 
     def make_app(self) -> web.Application:
         app = web.Application()

@@ -78,7 +78,11 @@ async def start_sandboxes(
     prom = PrometheusSandbox(value=0.0)
     fd = FlashdutySandbox(time_scale=time_scale, **(flashduty_kwargs or {}))
     gf = GrafanaSandbox(
-        token=GRAFANA_TOKEN, query_delay=query_delay, metric_source=lambda: prom.value, **(grafana_kwargs or {})
+        token=GRAFANA_TOKEN,
+        query_delay=query_delay,
+        metric_source=lambda: prom.value,
+        metric_history=prom.value_at,
+        **(grafana_kwargs or {}),
     )
     boxes = Sandboxes(flashduty=fd, grafana=gf, prometheus=prom)
     try:

@@ -116,6 +116,12 @@ class BrowserManager:
         return self._sup.launches
 
     @property
+    def version(self) -> str | None:
+        """The current browser's version (``Chromium 120…`` as Playwright reports it), once launched."""
+        inst = self._sup.current
+        return inst.chromium.browser.version if inst is not None else None
+
+    @property
     def contexts_opened(self) -> int:
         return self._sup.contexts_opened
 

@@ -8,8 +8,8 @@ Rules of the format (architecture.md, "Config contract"):
 * durations: ``250ms``, ``30s``, ``5m``, ``1h``, ``1d`` and sums such as ``1h30m``;
 * ``${VAR}`` is required, ``${VAR:-default}`` optional; an empty variable counts as unset;
 * unknown keys are errors;
-* secrets (integration key, app key, Grafana token and password, webhook token, datasource
-  credentials) are only ever read from the environment: a literal secret in the file is an error.
+* secrets (integration key, app key, Grafana token and password, webhook token, UI token,
+  datasource credentials) are only ever read from the environment: a literal secret in the file is an error.
 
 Modules, one job each:
 * ``values``: durations, URLs, time zones, the strict base model;

@@ -2,7 +2,7 @@
 
 * ``${VAR}`` is required, ``${VAR:-default}`` optional; an empty variable counts as unset;
 * a secret (``SECRET_PATHS``: integration key, app key, Grafana token and password, webhook
-  token, datasource credentials) written literally in the file is an error; an optional secret
+  token, UI token, datasource credentials) written literally in the file is an error; an optional secret
   whose variables are all unset becomes ``None``.
 
 The environment is passed in as a mapping: this module never reads ``os.environ`` itself.
@@ -27,6 +27,7 @@ SECRET_PATHS: tuple[tuple[str, ...], ...] = (
     ("grafana", "token"),
     ("grafana", "basic_auth", "password"),
     ("server", "webhook_token"),
+    ("status", "ui_token"),
     ("datasources", "*", "bearer_token"),
     ("datasources", "*", "basic_auth", "password"),
 )

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from sidecar.config.rule_schema import RuleConfig, RuleFileConfig, WebhookConfig
+from sidecar.config.status_schema import StatusConfig
 from sidecar.config.values import Duration, HttpUrl, ImageFormat, StrictModel, Theme, check_timezone
 
 __all__ = [
@@ -213,6 +214,8 @@ class Config(StrictModel):
     """Outbox and re-sends."""
     log: LogConfig = LogConfig()
     """Logging."""
+    status: StatusConfig = StatusConfig()
+    """The status page (`GET /`): access, and the deliveries and pictures it keeps."""
     state_dir: str = "/var/lib/flashduty-sidecar"
     """Directory of the SQLite outbox, rule state and image-key cache (emptyDir or PVC)."""
     datasources: list[DatasourceConfig] = Field(default_factory=list)

@@ -65,9 +65,9 @@ class DeadLetters:
         )
         self._db.execute("DELETE FROM events WHERE id = ?", (row["id"],))
 
-    def entries(self) -> list[dict[str, Any]]:
-        """Every dead letter, oldest first, as plain data (no secrets: errors are redacted)."""
-        rows = self._db.execute("SELECT * FROM dead_letters ORDER BY id").fetchall()
+    def entries(self, newest: int | None = None) -> list[dict[str, Any]]:
+        """Every dead letter (or the ``newest`` N), oldest first, as plain data (no secrets: errors are redacted)."""
+        rows = self._db.execute("SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?", (newest or -1,)).fetchall()[::-1]
         out = []
         for row in rows:
             ev = json.loads(row["event"])

@@ -92,6 +92,9 @@ class Picture:
     image_key: str | None = None
     reason: str | None = None  # why it is missing, once it failed
     upload_outcome: str = "none"  # none | uploaded | rate_limited | failed
+    image: bytes | None = field(default=None, repr=False)  # the bytes captured (and uploaded), for the journal
+    content_type: str | None = None
+    steps: dict[str, float] = field(default_factory=dict)  # seconds per named capture step
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def stored(self) -> StoredImage:
@@ -121,6 +124,7 @@ class PictureSet:
         capture_timeout: float,
         upload_deadline: float | None,  # on ``clock``
         clock: Callable[[], float] = time.monotonic,
+        keep: Callable[[bytes, str, str], None] | None = None,  # (bytes, content type, image_key) once uploaded
     ) -> None:
         self._capture = capture
         self._uploader = uploader
@@ -128,6 +132,7 @@ class PictureSet:
         self._capture_timeout = capture_timeout
         self._upload_deadline = upload_deadline
         self._clock = clock
+        self._keep = keep
         known = {s.panel: s for s in have}
         self.pictures: list[Picture] = []
         for i, req in enumerate(panels):
@@ -168,6 +173,8 @@ class PictureSet:
         finally:
             pic.capture_ms = (self._clock() - started) * 1000
         pic.cls = str(getattr(result.cls, "value", result.cls))
+        pic.image, pic.content_type = result.image, result.content_type
+        pic.steps = dict(getattr(result, "steps", None) or {})
         pic.alt = result.alt.strip() or pic.alt  # configured title, else the one Grafana showed
         link = human_link(result.url) if result.url else ""
         if link and len(link) <= MAX_HREF:
@@ -194,6 +201,8 @@ class PictureSet:
             pic.state, pic.reason, pic.upload_outcome = "failed", f"upload failed ({type(e).__name__})", "failed"
             return
         pic.state, pic.upload_outcome = "done", "uploaded"
+        if self._keep is not None:  # the status page keeps it, late for the push or not
+            self._keep(result.image, result.content_type, pic.image_key)
 
     def _running(self) -> list[asyncio.Task[None]]:
         return [p.task for p in self.pictures if p.task is not None and not p.task.done()]

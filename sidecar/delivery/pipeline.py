@@ -46,6 +46,8 @@ from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.errors import FlashdutyError, FlashdutyRateLimited
 from sidecar.flashduty.payload import ImageRef, build_payload
 from sidecar.metrics import Metrics
+from sidecar.status.journal import Journal
+from sidecar.status.record import delivery_record
 
 __all__ = ["DeliveryPipeline", "PipelineSettings"]
 
@@ -72,6 +74,7 @@ class DeliveryPipeline:
         wall: Callable[[], float] = time.time,
         max_in_flight: int = MAX_IN_FLIGHT,
         followup_window: float = FOLLOWUP_WINDOW,
+        journal: Journal | None = None,
     ) -> None:
         self._outbox = outbox
         self._capture = capture
@@ -83,6 +86,7 @@ class DeliveryPipeline:
         self._settings = settings
         self._max_in_flight = max_in_flight
         self._followup_window = followup_window
+        self._journal = journal  # the status page's record of each delivery
         self._slots = PushSlots(settings.workers)
         self._wake = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -260,6 +264,7 @@ class DeliveryPipeline:
             capture_timeout=min(timeout, window) if ok else timeout,
             upload_deadline=started + window,
             clock=self._clock,
+            keep=self._journal.keep if self._journal is not None else None,
         )
 
     def _on_delivered(self, item: OutboxItem, started: float, pics: PictureSet | None, sent: int) -> None:
@@ -307,4 +312,7 @@ class DeliveryPipeline:
         error: FlashdutyError | None = None,
         fail: FailResult | None = None,
     ) -> None:
-        log_delivery(item, outcome, pics, (sent, total, self._clock() - started), error=error, fail=fail)
+        counts = (sent, total, self._clock() - started)
+        log_delivery(item, outcome, pics, counts, error=error, fail=fail)
+        if self._journal is not None:
+            self._journal.record(delivery_record(item, outcome, pics, counts, at=self._wall(), error=error, fail=fail))

@@ -69,6 +69,11 @@ class FlashdutyClient:
         return self._transport.limiters
 
     @property
+    def transport(self) -> Transport:
+        """The exchange with Flashduty (``last_answer_at``, ``last_failure``, ``last_429_at``)."""
+        return self._transport
+
+    @property
     def account_fingerprint(self) -> str:
         """A non-secret id of the integration key (image keys are only valid in its account)."""
         return hashlib.sha256(b"flashduty-sidecar:" + self._integration_key.encode()).hexdigest()[:16]

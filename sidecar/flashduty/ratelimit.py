@@ -173,6 +173,12 @@ class SlidingWindowLimiter:
     def waiting(self) -> int:
         return sum(1 for _, _, fut in self._waiters if not fut.done())
 
+    def used(self) -> list[tuple[int, float, int]]:
+        """``(limit, seconds, used)`` per window now: requests done within it plus in flight."""
+        now = self._clock()
+        return [(lim, span, self._in_flight + len(self._stamps) - bisect_right(self._stamps, now - span))
+                for lim, span in self.windows]  # fmt: skip
+
     async def acquire(self, priority: int = 2, *, deadline: float | None = None) -> Permit:
         """Wait for a slot (priority order, FIFO within a priority) and return its permit.
 

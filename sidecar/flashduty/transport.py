@@ -72,6 +72,10 @@ class Transport:
             "list": SlidingWindowLimiter("list", [(LIST_RATE[0], 1.0), (LIST_RATE[1], 60.0)], time_scale=time_scale),
         }
         self._closed = False
+        # for the status page: when Flashduty last answered, the last failure (redacted), the last 429
+        self.last_answer_at: float | None = None
+        self.last_failure: tuple[float, str] | None = None
+        self.last_429_at: float | None = None
 
     async def close(self) -> None:
         """Fail waiting requests, stop the limiters' timers, close the session if we made it."""
@@ -104,6 +108,7 @@ class Transport:
                 limiter.on_success()
                 return result
             self._metrics.http_429.labels(ep.name).inc()
+            self.last_429_at = time.time()
             delay = limiter.on_rate_limited(result.retry_after)
             how = "Retry-After" if result.retry_after is not None else "backoff"
             if deadline is not None and limiter.gate_until > deadline:
@@ -143,8 +148,10 @@ class Transport:
         finally:
             self._metrics.request_seconds.labels(ep.name).observe(time.monotonic() - started)
         if failure is not None:  # raised here, outside `except`: no __context__ holding the URL
+            self.last_failure = (time.time(), f"{ep.name}: {failure}")
             log.debug("flashduty %s failed: %s", ep.name, failure, extra={"endpoint": ep.name})
             raise failure
+        self.last_answer_at = time.time()
         result = read_answer(ep, status, raw, header_id, retry_after, redact=self._redact)
         if isinstance(result, FlashdutyError) and not isinstance(result, FlashdutyRateLimited):
             log.debug("flashduty %s failed: %s", ep.name, result, extra={"endpoint": ep.name})

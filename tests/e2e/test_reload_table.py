@@ -210,6 +210,28 @@ async def _resolved_by_timeout(w: Walk) -> bool:
 
 live("webhook.resolve_timeout", "1s", True)(_resolved_by_timeout)
 
+
+async def _page(w: Walk, *, token: str | None = "hook-token") -> tuple[int, str | None]:
+    """The status page (with the token the walk may have set as status.ui_token): its HTTP status,
+    and its refresh interval when it is shown."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with w.http.get(f"http://127.0.0.1:{w.daemon.port}/", headers=headers) as r:
+        found = re.search(r'http-equiv="refresh" content="(\d+)"', await r.text())
+        return r.status, found[1] if found else None
+
+
+live("status.ui_token", "${WEBHOOK_TOKEN}", 401)(lambda w: _page_status(w))
+live("status.refresh", "3s", (200, "3"))(_page)
+# read at every write of the journal
+live("status.pictures", 7, 7)(lambda w: w.daemon.cfg.status.pictures)
+live("status.picture_bytes", 1 << 20, 1 << 20)(lambda w: w.daemon.cfg.status.picture_bytes)
+live("status.deliveries", 60, 60)(lambda w: w.daemon.cfg.status.deliveries)
+
+
+async def _page_status(w: Walk) -> int:
+    return (await _page(w, token=None))[0]
+
+
 RESTART: dict[str, Any] = {
     "flashduty.api_host": "http://127.0.0.1:10",
     "flashduty.integration_key": "${OTHER_SECRET}",

@@ -257,6 +257,31 @@ async def test_ds_query_relative_time_and_metric_source(make_client: MakeClient)
     assert max(spike["frames"][0]["data"]["values"][1]) > 11
 
 
+async def test_metric_panel_draws_the_prometheus_history(make_client: MakeClient) -> None:
+    """Panel 6 draws the sandbox Prometheus's own series: the rise and the fall a rule evaluated."""
+    now = [1_000_000.0]
+    prom = PrometheusSandbox(value=0.0, clock=lambda: now[0])
+    now[0] += 30
+    prom.value = 12.0  # rises at 1_000_030
+    now[0] += 20
+    prom.value = 0.0  # falls at 1_000_050
+    assert [prom.value_at(t) for t in (1_000_029, 1_000_030, 1_000_049, 1_000_050)] == [0.0, 12.0, 12.0, 0.0]
+    assert prom.evaluate("sandbox_demo_errors", 1_000_060)["result"][0]["value"][1] == "0"  # what rules see now
+
+    sandbox = GrafanaSandbox(query_delay=0, metric_source=lambda: prom.value, metric_history=prom.value_at)
+    client = await make_client(sandbox.make_app())
+    body = {
+        "queries": [{"refId": "A", "panelId": "6", "dashboardUid": "sandbox"}],
+        "from": str(1_000_000 * 1000),
+        "to": str(1_000_080 * 1000),
+    }
+    frames = (await (await client.post("/api/ds/query", headers=BEARER, json=body)).json())["results"]["A"]["frames"]
+    times, values = frames[0]["data"]["values"]
+    drawn = dict(zip(times, values, strict=True))
+    assert drawn[1_000_020_000] == 0.0 and drawn[1_000_040_000] == 12.0 and drawn[1_000_070_000] == 0.0
+    assert values == [prom.value_at(t / 1000) for t in times]
+
+
 # ----------------------------------------------------------------------------- rules
 
 
