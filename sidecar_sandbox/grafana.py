@@ -71,7 +71,7 @@ class GrafanaSandbox:
         query_delay: float = 0.3,
         external_resource_url: str | None = None,
         metric_source: Callable[[], float] | None = None,
-<<<<<<< HEAD
+        metric_history: Callable[[float], float] | None = None,
         profile: str = DEFAULT_PROFILE,
         sub_path: SubPath | None = None,
         token_org: int = 1,
@@ -79,9 +79,6 @@ class GrafanaSandbox:
         language: str = "en-US",
         cdn_url: str = "",
         forbidden: tuple[str, ...] = (),
-=======
-        metric_history: Callable[[float], float] | None = None,
->>>>>>> status
     ) -> None:
         self.profile: Profile = PROFILES[profile]
         self.sub_path = sub_path or SubPath()
@@ -95,13 +92,9 @@ class GrafanaSandbox:
         self.query_delay = query_delay
         self.external_resource_url = external_resource_url
         self.metric_source = metric_source
-<<<<<<< HEAD
+        self.metric_history = metric_history  # value at a unix time: panel 6 draws it (the sandbox Prometheus)
         self.dashboards = builtin_dashboards(query_delay, v2=self.profile.v2)  # org 1
         self.orgs = {1: self.dashboards, 2: org_dashboards(query_delay)}
-=======
-        self.metric_history = metric_history  # value at a unix time: panel 6 draws it (the sandbox Prometheus)
-        self.dashboards = builtin_dashboards(query_delay)
->>>>>>> status
         self.rules = RuleBook(BUILTIN_RULES, self.metric_value)  # rules API of Grafana 12; .version switches
         self.renders: list[dict[str, Any]] = []
 
