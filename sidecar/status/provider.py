@@ -24,8 +24,19 @@ STARTED = web.AppKey("status_started", float)  # wall time the app was built
 
 # (label, getter) for parts that other builds add: e.g. the detected Grafana version, HA leadership
 Extra = Callable[[web.Application], "str | None"]
+
+
+def _grafana(app: web.Application) -> str | None:
+    """What capture detected (``Grafana 11.2.0 at http://…``), unknown until its first lookup."""
+    from sidecar import app as keys
+
+    capture = app.get(keys.CAPTURE)
+    info = capture.grafana_info if capture is not None else None
+    return info.describe() if info is not None else None
+
+
 EXTRAS: dict[str, Extra] = {
-    "Grafana version": lambda app: None,  # detection is not part of this build: shown as unknown
+    "Grafana": _grafana,
     "High availability": lambda app: "not enabled",
 }
 

@@ -130,7 +130,9 @@ async def test_status_page_in_a_browser(tmp_path: Path, boxes: Sandboxes) -> Non
                 assert "0.1.0" in daemon_text and re.search(r"Chromium \d+\.\d+", daemon_text), daemon_text
                 assert "1 launch, 0 restarts" in daemon_text
                 assert "reachable" in await page.inner_text("#flashduty")
-                assert "not enabled" in daemon_text  # HA is not part of this build, and says so
+                assert "not enabled" in daemon_text  # HA is not configured, and says so
+                # the Grafana that capture detected (the sandbox answers /api/health with its version)
+                assert re.search(r"Grafana \d+\.\d+\.\d+\S* at http://127\.0\.0\.1:\d+", daemon_text), daemon_text
                 delivery_text = await page.inner_text("#delivery")
                 assert "Dead letters: 0" in delivery_text and "/ 5" in delivery_text and "/ 50" in delivery_text
                 rules_text = await page.inner_text("#rules")

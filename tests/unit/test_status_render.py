@@ -16,7 +16,7 @@ def snapshot(**daemon: object) -> Snapshot:
         "reload": ("refused", "rules[0].expr: unexpected character"), "reload_at": 1070.0, "browser_version": "120.0.1",
         "browser_connected": True, "browser_launches": 3, "flashduty_host": "https://api.flashcat.cloud",
         "flashduty_answer_at": 1090.0, "flashduty_failure": (1095.0, f"push: HTTP 502 integration_key={SECRET}"),
-        "flashduty_429_at": 1080.0, "extras": {"Grafana version": None, "High availability": "not enabled"},
+        "flashduty_429_at": 1080.0, "extras": {"Grafana": None, "High availability": "not enabled"},
     }  # fmt: skip
     base.update(daemon)
     delivery = {
@@ -56,7 +56,7 @@ def test_every_section_with_its_facts() -> None:
     assert "refused rules[0].expr: unexpected character 1970-01-01 00:17:50 UTC" in text
     assert "Chromium 120.0.1 · connected · 3 launches, 2 restarts" in text
     assert "unreachable push: HTTP 502" in text and "last 429: 20.0 s ago" in text
-    assert "Grafana version unknown" in text and "High availability not enabled" in text
+    assert "Grafana unknown" in text and "High availability not enabled" in text
     assert "3 events waiting, oldest 42.0 s" in text and "2 / 5" in text and "49 / 50" in text
     assert "Dead letters: 1" in text and "HTTP 401 invalid integration key" in text
     assert "flashduty-sidecar dead-letters -c CONFIG retry [ID...]" in text
