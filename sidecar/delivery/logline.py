@@ -53,6 +53,9 @@ def log_delivery(
         else:
             msg += f"; superseded by a newer event: {error}"
     fields: dict[str, Any] = pics.log_fields() if pics is not None else _stored_fields(item.images)
+    for c in fields["captures"]:  # the rule, the panel and why, on one line (e.g. a panel this Grafana cannot show)
+        if c.get("reason"):
+            msg += f'; "{c["alt"]}" without picture: {c["reason"]}'
     log.log(
         level,
         msg,

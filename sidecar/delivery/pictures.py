@@ -259,7 +259,7 @@ class PictureSet:
     def log_fields(self) -> dict[str, list[dict[str, Any]]]:
         captures = [
             {"alt": p.alt, "cls": p.cls or ("earlier" if p.upload_outcome == "earlier" else "pending"),
-             "ms": None if p.capture_ms is None else round(p.capture_ms)}
+             "ms": None if p.capture_ms is None else round(p.capture_ms), **({"reason": p.reason} if p.reason else {})}
             for p in self.pictures
         ]  # fmt: skip
         uploads = [

@@ -353,7 +353,10 @@ async def test_picture_ready_during_the_push_still_follows(tmp_path: Path, caplo
     assert outcomes == ["delivered", "followup"]
 
 
-async def test_failed_captures_are_explained_and_not_followed_up(tmp_path: Path) -> None:
+async def test_failed_captures_are_explained_and_not_followed_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sidecar.delivery")
     async with rig(tmp_path, budget=1.0) as r:
         r.capture.plan["login"] = (0.01, CaptureClass.LOGIN)
         r.capture.plan["gone"] = (0.01, CaptureClass.NOT_FOUND)
@@ -368,6 +371,12 @@ async def test_failed_captures_are_explained_and_not_followed_up(tmp_path: Path)
         assert r.sample("alerts_delivered_total", status="Critical", pictures="missing") == 1
         await r.settled()  # nothing queued, nothing running: no follow-up can come any more
         assert len(r.events(e.alert_key)) == 1
+    [rec] = delivery_records(caplog)  # the one line names the rule, each panel and why it has no picture
+    message = rec.getMessage()
+    assert message.startswith("delivered Critical HighErrorRate ") and "pictures 0/2" in message, message
+    assert '"A" without picture: Grafana answered with the login page' in message, message
+    assert '"B" without picture: not found in Grafana' in message, message
+    assert [c.get("reason", "")[:15] for c in rec.captures] == ["Grafana answere", "not found in Gr"]  # type: ignore[attr-defined]
 
 
 async def test_ok_waits_at_most_the_budget_and_gets_no_follow_up(tmp_path: Path) -> None:
