@@ -80,7 +80,7 @@ class GrafanaConfig(StrictModel):
     theme: Theme = "dark"
     """Theme of the pictures: `dark` or `light`."""
     timezone: str = "UTC"
-    """IANA time zone of the pictures' time axis (URL `tz=` and the browser), and of `cron` schedules."""
+    """IANA time zone of the pictures' time axis (URL `timezone=` and the browser), and of `cron` schedules."""
 
     @field_validator("timezone")
     @classmethod
