@@ -23,6 +23,7 @@ from 12.4 the solo page shows a "Powered by Grafana" badge unless ``hideLogo=tru
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -41,6 +42,7 @@ _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
 _BASE_HREF = re.compile(r"""<base\s+href=["']([^"']*)["']""", re.IGNORECASE)
 _PANEL_KEY = re.compile(r"panel-(\d+)(-clone-\d+)?")
 _SUB_URL = re.compile(r""""appSubUrl"\s*:\s*"([^"]*)\"""")
+_APP_URL = re.compile(r""""appUrl"\s*:\s*"((?:[^"\\]|\\.)*)\"""")
 
 
 def _not_here(status: int) -> bool:
@@ -62,6 +64,20 @@ class GrafanaInfo:
     serve_url: str
     app_sub_url: str = ""
     version_text: str = ""
+    app_url: str = ""  # root_url as Grafana reports it (boot data ``appUrl``): where people open it
+
+    def public_link(self, url: str) -> str:
+        """``url`` (a link under ``serve_url``, as the sidecar reaches Grafana from the pod) under
+        Grafana's ``appUrl``, the address people open: the link a picture carries in the alert."""
+        app = self.app_url.rstrip("/")
+        if not app.startswith(("http://", "https://")) or not url.startswith(self.serve_url):
+            return url
+        rest = url[len(self.serve_url) :]
+        if self.app_sub_url and rest.startswith(self.app_sub_url + "/"):  # the page's own prefix
+            rest = rest[len(self.app_sub_url) :]
+        if rest and rest[0] not in "/?":  # another port or path that only starts the same
+            return url
+        return app + rest
 
     @property
     def version(self) -> tuple[int, int, int] | None:
@@ -116,7 +132,8 @@ class GrafanaInfo:
         sub = f", appSubUrl {self.app_sub_url}" if self.app_sub_url else ""
         rewrite = self.rewrite
         how = f"; its pages' {rewrite[0]} requests go to {rewrite[1]}" if rewrite else ""
-        return f"Grafana {version} at {self.serve_url}{sub}{how}"
+        public = f", links to {self.app_url}" if self.app_url else ""
+        return f"Grafana {version} at {self.serve_url}{sub}{public}{how}"
 
 
 class GrafanaProbe:
@@ -177,8 +194,8 @@ class GrafanaProbe:
                 if status != 200:  # a proxy in front that wants credentials, Grafana starting: unknown version
                     self.failure = f"Grafana answered HTTP {status} on /api/health"
                     return None  # grafana.url as is, asked again soon
-                sub = await self._app_sub_url(session, serve_url)
-                return GrafanaInfo(serve_url=serve_url, app_sub_url=sub, version_text=version)
+                sub, app_url = await self._boot_settings(session, serve_url)
+                return GrafanaInfo(serve_url=serve_url, app_sub_url=sub, version_text=version, app_url=app_url)
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             self.failure = f"cannot reach Grafana ({type(e).__name__})"
             return None
@@ -201,14 +218,22 @@ class GrafanaProbe:
         return 200, str(version or "")
 
     @staticmethod
-    async def _app_sub_url(session: aiohttp.ClientSession, serve_url: str) -> str:
-        """``appSubUrl`` from the login page: ``<base href>`` (index.html), else the boot data."""
+    async def _boot_settings(session: aiohttp.ClientSession, serve_url: str) -> tuple[str, str]:
+        """``(appSubUrl, appUrl)`` from the login page: ``<base href>`` (index.html), else the boot
+        data's ``appSubUrl``; ``appUrl`` from the boot data (``grafanaBootData.settings``, a
+        ``FrontendSettingsDTO``: grafana/grafana ``pkg/api/dtos/frontend_settings.go``), "" without."""
         async with session.get(serve_url + "/login", allow_redirects=False) as resp:
             if resp.status != 200:
-                return base_path(serve_url)
+                return base_path(serve_url), ""
             text = (await resp.content.read(256 * 1024)).decode("utf-8", "replace")
+        app_url = ""
+        if (u := _APP_URL.search(text)) is not None:
+            try:
+                app_url = str(json.loads(f'"{u.group(1)}"'))  # a JSON string (``\/`` and ``\u`` escapes)
+            except ValueError:
+                app_url = ""
         m = _BASE_HREF.search(text) or _SUB_URL.search(text)
         if m is None:
-            return base_path(serve_url)
+            return base_path(serve_url), app_url
         href = m.group(1)
-        return urlsplit(href).path.rstrip("/") if "://" in href else href.rstrip("/")
+        return (urlsplit(href).path.rstrip("/") if "://" in href else href.rstrip("/")), app_url

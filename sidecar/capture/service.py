@@ -32,7 +32,7 @@ from sidecar.capture.options import context_options
 from sidecar.capture.page import timed
 from sidecar.capture.result import CaptureResult
 from sidecar.capture.run import LOOKUP_TIMEOUT, CaptureRun, Prepared, prepare_page, record
-from sidecar.capture.urls import panel_url
+from sidecar.capture.urls import human_link, panel_url
 from sidecar.config import CaptureConfig, GrafanaConfig
 from sidecar.metrics import Metrics
 from sidecar.model import PanelCapture
@@ -145,6 +145,13 @@ class CaptureService:
     def grafana_info(self) -> GrafanaInfo | None:
         """The Grafana detected so far (version, where it answers, ``appSubUrl``), if any."""
         return self._probe.cached()
+
+    def link(self, render_url: str) -> str:
+        """The link a picture carries: the panel in Grafana's UI (``human_link``), under the address
+        Grafana says people open it at (its ``appUrl``, i.e. ``root_url``) once detected."""
+        grafana = self._probe.cached()
+        link = human_link(render_url)
+        return grafana.public_link(link) if grafana is not None else link
 
     def panel_url(self, req: PanelCapture) -> str:
         """The Grafana page for ``req`` (with the slug once the dashboard was looked up, and as

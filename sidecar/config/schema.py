@@ -70,7 +70,7 @@ class BasicAuth(StrictModel):
 
 class GrafanaConfig(StrictModel):
     url: HttpUrl = "http://localhost:3000"
-    """Grafana base URL as the sidecar reaches it (in a pod: `http://localhost:3000`; with `serve_from_sub_path`, plus the sub path). Its version and `appSubUrl` are detected."""
+    """Grafana base URL as the sidecar reaches it (in a pod: `http://localhost:3000`; with `serve_from_sub_path`, plus the sub path). Its version, `appSubUrl` and public address (`root_url`, used for the pictures' links) are detected."""
     org_id: int = Field(default=1, ge=1)
     """Grafana organisation of the dashboards (a webhook alert that names its org, `orgId`, is captured in that one)."""
     token: SecretStr | None = None

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from sidecar.capture.urls import human_link
 from sidecar.delivery.outbox_db import StoredImage
 from sidecar.flashduty.errors import FlashdutyError, FlashdutyRateLimited
 from sidecar.flashduty.payload import MAX_HREF
@@ -53,6 +52,7 @@ class CaptureResultLike(Protocol):
 class CaptureLike(Protocol):
     async def capture(self, req: PanelCapture, *, timeout: float | None = None) -> CaptureResultLike: ...
     def panel_url(self, req: PanelCapture) -> str: ...
+    def link(self, render_url: str) -> str: ...  # the panel in Grafana's UI, at Grafana's public address
 
 
 class UploaderLike(Protocol):
@@ -150,7 +150,7 @@ class PictureSet:
 
     def _href(self, req: PanelCapture) -> str | None:
         try:
-            url = human_link(self._capture.panel_url(req))
+            url = self._capture.link(self._capture.panel_url(req))
         except Exception:  # a link is a nicety, never a reason to fail
             return None
         return url if url and len(url) <= MAX_HREF else None
@@ -176,7 +176,7 @@ class PictureSet:
         pic.image, pic.content_type = result.image, result.content_type
         pic.steps = dict(getattr(result, "steps", None) or {})
         pic.alt = result.alt.strip() or pic.alt  # configured title, else the one Grafana showed
-        link = human_link(result.url) if result.url else ""
+        link = self._capture.link(result.url) if result.url else ""
         if link and len(link) <= MAX_HREF:
             pic.href = link  # with the dashboard slug, once it was looked up
         if not result.usable or not result.image:

@@ -159,7 +159,8 @@ async def test_v2_dashboard_gets_its_slug_and_title_on_12_4(grafanas: Grafanas) 
     ],
 )
 async def test_sub_path_setups_give_pictures(grafanas: Grafanas, serve_from_sub_path: bool, url_path: str) -> None:
-    sandbox = GrafanaSandbox(query_delay=0.05, sub_path=SubPath("/grafana", serve_from_sub_path))
+    public = "https://grafana.example.com/grafana/"  # root_url: what people open, behind the ingress
+    sandbox = GrafanaSandbox(query_delay=0.05, sub_path=SubPath("/grafana", serve_from_sub_path, root_url=public))
     origin = await grafanas.serve(sandbox)
     service = await grafanas.service(grafana_cfg(origin + url_path))
     result = await service.capture(panel("1", width=600, height=300))
@@ -169,6 +170,9 @@ async def test_sub_path_setups_give_pictures(grafanas: Grafanas, serve_from_sub_
     assert info is not None and info.app_sub_url == "/grafana"
     assert info.serve_url == (origin + "/grafana" if serve_from_sub_path else origin)
     assert (info.rewrite is None) is serve_from_sub_path
+    # the picture's link is the panel in Grafana's UI at root_url, not the pod-local address
+    link = service.link(result.url)
+    assert link.startswith(public + "d/") and "viewPanel=1" in link and "render=" not in link, link
 
 
 async def test_sub_path_served_but_grafana_url_without_it_says_what_to_check(grafanas: Grafanas) -> None:

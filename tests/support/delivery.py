@@ -23,6 +23,7 @@ from PIL import Image
 
 from sidecar.capture.errors import CaptureClass
 from sidecar.capture.result import CaptureResult
+from sidecar.capture.urls import human_link
 from sidecar.config import Config
 from sidecar.delivery.outbox import Outbox
 from sidecar.delivery.pipeline import DeliveryPipeline
@@ -78,6 +79,9 @@ class FakeCapture:
 
     def set(self, dashboard: str, **kw: Any) -> None:
         self.by_dashboard[dashboard] = Behaviour(**kw)
+
+    def link(self, render_url: str) -> str:
+        return human_link(render_url)
 
     def panel_url(self, req: PanelCapture) -> str:
         return f"{GRAFANA}/d/{req.dashboard}?orgId=1&viewPanel={req.panel}"

@@ -98,6 +98,33 @@ async def test_detects_version_and_sub_path(
     assert [r.getMessage() for r in caplog.records] == [f"detected {info.describe()}"]
 
 
+@pytest.mark.parametrize(
+    ("sub_path", "url_path"),
+    [
+        (SubPath(root_url="https://grafana.example.com/"), ""),
+        (SubPath("/grafana", serve_from_sub_path=True, root_url="https://grafana.example.com/grafana/"), "/grafana"),
+        (SubPath("/grafana", serve_from_sub_path=False, root_url="https://grafana.example.com/grafana"), ""),
+    ],
+)
+async def test_links_go_to_the_address_grafana_says_people_open(serve: object, sub_path: SubPath, url_path: str) -> None:
+    """``appUrl`` (root_url) from the login page's boot data: the pod-local capture URL's link is
+    rebased onto it, in each sub-path setup (the sandbox escapes ``/`` as ``\\/`` like some encoders)."""
+    origin = await serve(GrafanaSandbox(profile="12.4", sub_path=sub_path))  # type: ignore[operator]
+    info = await GrafanaProbe(origin + url_path, clock=Clock()).current(timeout=2)
+    assert info.app_url.rstrip("/") == sub_path.root_url.rstrip("/")
+    link = info.serve_url + "/d/abc/slug?orgId=1&viewPanel=4"
+    assert info.public_link(link) == sub_path.root_url.rstrip("/") + "/d/abc/slug?orgId=1&viewPanel=4"
+    assert "links to https://grafana.example.com" in info.describe()
+
+
+def test_public_link_leaves_other_urls_alone() -> None:
+    info = GrafanaInfo("http://g:3000", app_sub_url="/grafana", app_url="https://host/grafana/")
+    assert info.public_link("http://g:3000/grafana/d/x?viewPanel=1") == "https://host/grafana/d/x?viewPanel=1"
+    assert info.public_link("http://g:30001/d/x") == "http://g:30001/d/x"  # another port
+    assert info.public_link("http://other/d/x") == "http://other/d/x"
+    assert GrafanaInfo("http://g:3000").public_link("http://g:3000/d/x") == "http://g:3000/d/x"  # no appUrl
+
+
 async def test_cached_then_detected_again_after_forget(serve: object) -> None:
     sandbox = GrafanaSandbox(profile="11.1")
     url = await serve(sandbox)  # type: ignore[operator]

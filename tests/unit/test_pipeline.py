@@ -23,6 +23,7 @@ from PIL import Image
 
 from sidecar.capture.errors import CaptureClass
 from sidecar.capture.result import CaptureResult
+from sidecar.capture.urls import human_link
 from sidecar.config import Config, DeliveryConfig
 from sidecar.delivery.outbox import Outbox
 from sidecar.delivery.pipeline import DeliveryPipeline
@@ -50,6 +51,9 @@ class SlowCapture:
     def __init__(self) -> None:
         self.plan: dict[str, tuple[float, CaptureClass]] = {}
         self.calls = 0
+
+    def link(self, render_url: str) -> str:
+        return human_link(render_url)
 
     def panel_url(self, req: PanelCapture) -> str:
         return f"http://grafana.test/d/{req.dashboard}?viewPanel={req.panel}"
