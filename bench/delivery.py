@@ -46,6 +46,7 @@ from PIL import Image, ImageDraw
 
 from sidecar.capture.errors import CaptureClass
 from sidecar.capture.result import CaptureResult
+from sidecar.capture.urls import human_link
 from sidecar.config import Config
 from sidecar.delivery.outbox import Outbox
 from sidecar.delivery.pipeline import DeliveryPipeline
@@ -99,6 +100,9 @@ class InstantCapture:
 
     def __init__(self, pictures: dict[str, bytes]) -> None:
         self.pictures = pictures
+
+    def link(self, render_url: str) -> str:
+        return human_link(render_url)
 
     def panel_url(self, req: PanelCapture) -> str:
         return f"http://grafana.bench:3000/d-solo/{req.dashboard}?orgId=1&panelId={req.panel}&render=1"

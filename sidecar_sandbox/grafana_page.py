@@ -69,7 +69,14 @@ def login_page(sandbox: GrafanaSandbox) -> Callable[[web.Request], Awaitable[web
     ``appSubUrl`` (follows grafana/grafana public/views/index.html)."""
 
     async def handler(request: web.Request) -> web.Response:
-        html = _asset("grafana_login.html").replace("__BASE__", _html_escape(sandbox.sub_path.prefix))
+        sub = sandbox.sub_path
+        # appUrl is root_url with a trailing slash (pkg/setting/setting.go parseAppURLAndSubURL),
+        # in grafanaBootData.settings (pkg/api/dtos/frontend_settings.go); unset here, the sandbox
+        # says where it was reached, as a Grafana whose root_url is set right would
+        app_url = sub.root_url or f"{request.scheme}://{request.host}{sub.prefix}/"
+        app_url = app_url if app_url.endswith("/") else app_url + "/"
+        boot = json.dumps({"settings": {"appUrl": app_url, "appSubUrl": sub.prefix}}).replace("/", "\\/")
+        html = _asset("grafana_login.html").replace("__BASE__", _html_escape(sub.prefix)).replace("__BOOT__", boot)
         return web.Response(text=html, content_type="text/html")
 
     return handler

@@ -66,6 +66,7 @@ class SubPath:
 
     prefix: str = ""
     serve_from_sub_path: bool = False
+    root_url: str = ""  # the public address (``https://grafana.example.com/grafana/``); "" = where it is reached
 
     def __post_init__(self) -> None:
         if self.prefix and (not self.prefix.startswith("/") or self.prefix.endswith("/")):

@@ -106,7 +106,9 @@ async def test_detects_version_and_sub_path(
         (SubPath("/grafana", serve_from_sub_path=False, root_url="https://grafana.example.com/grafana"), ""),
     ],
 )
-async def test_links_go_to_the_address_grafana_says_people_open(serve: object, sub_path: SubPath, url_path: str) -> None:
+async def test_links_go_to_the_address_grafana_says_people_open(
+    serve: object, sub_path: SubPath, url_path: str
+) -> None:
     """``appUrl`` (root_url) from the login page's boot data: the pod-local capture URL's link is
     rebased onto it, in each sub-path setup (the sandbox escapes ``/`` as ``\\/`` like some encoders)."""
     origin = await serve(GrafanaSandbox(profile="12.4", sub_path=sub_path))  # type: ignore[operator]
