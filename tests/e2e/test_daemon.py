@@ -5,10 +5,8 @@ The daemon runs against the sandbox Grafana, Prometheus and Flashduty on loopbac
 
 from __future__ import annotations
 
-import asyncio
 import io
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from sidecar.config import load_config
 from sidecar.daemon import Daemon
 from sidecar_sandbox.runner import Sandboxes, start_sandboxes
 from tests.support.browsers import find_chromium
+from tests.support.wait import wait_for
 
 CHROMIUM = find_chromium()
 pytestmark = [
@@ -81,16 +80,6 @@ def write_config(tmp_path: Path, boxes: Sandboxes) -> tuple[Path, dict[str, str]
         "WEBHOOK_TOKEN": "e2e-webhook-token",
     }
     return path, env
-
-
-async def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def alerts(boxes: Sandboxes, rule: str) -> list[dict[str, Any]]:

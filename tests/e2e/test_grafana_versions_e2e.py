@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from sidecar.config import load_config
 from sidecar.daemon import Daemon
 from sidecar_sandbox.runner import Sandboxes, start_sandboxes
 from tests.support.browsers import find_chromium
+from tests.support.wait import wait_for
 
 CHROMIUM = find_chromium()
 pytestmark = [
@@ -67,16 +66,6 @@ async def run_daemon(tmp_path: Path, boxes: Sandboxes, *, auth: str, rules: str)
     daemon = Daemon(load_config(path, env=env), config_path=str(path))
     await daemon.start()
     return daemon
-
-
-async def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def alerts(boxes: Sandboxes, rule: str) -> list[dict[str, Any]]:

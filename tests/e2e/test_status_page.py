@@ -3,11 +3,9 @@ its pixels compared with the picture the sandbox Flashduty received."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from sidecar.config import parse_config
 from sidecar.daemon import Daemon
 from sidecar_sandbox.runner import INTEGRATION_KEY, Sandboxes, start_sandboxes
 from tests.support.browsers import find_chromium
+from tests.support.wait import wait_for
 
 CHROMIUM = find_chromium()
 pytestmark = [
@@ -55,15 +54,6 @@ async def boxes() -> AsyncIterator[Sandboxes]:
         yield b
     finally:
         await b.close()
-
-
-async def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def firing_alert(boxes: Sandboxes) -> dict[str, Any] | None:

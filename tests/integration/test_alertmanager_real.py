@@ -7,9 +7,8 @@ token, ``send_resolved: true``) pointing at ``make_webhook_handler`` served on l
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, alert_key
 from sidecar.rules.state import RuleState
 from tests.support.procs import ALERTMANAGER, alertmanager, have
+from tests.support.wait import wait_event
 
 pytestmark = [
     pytest.mark.alertmanager,
@@ -75,16 +75,6 @@ async def post_alert(session: aiohttp.ClientSession, am_url: str, alert: dict[st
         assert r.status == 200, await r.text()
 
 
-async def wait_for(events: list[AlertEvent], pred: Callable[[AlertEvent], bool], timeout: float) -> AlertEvent:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for e in events:
-            if pred(e):
-                return e
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no matching event within {timeout}s; got {[(e.status, e.title) for e in events]}")
-
-
 async def test_real_alertmanager_firing_then_resolved(tmp_path: Path) -> None:
     started = time.monotonic()
     events: list[AlertEvent] = []
@@ -109,7 +99,7 @@ async def test_real_alertmanager_firing_then_resolved(tmp_path: Path) -> None:
         }
         async with aiohttp.ClientSession() as session:
             await post_alert(session, am_url, alert)
-            firing = await wait_for(events, lambda e: e.status == "Critical", 15)
+            firing = await wait_event(events, lambda e: e.status == "Critical", 15)
             assert firing.title == "Checkout errors above 1/s"
             assert firing.alert_key == alert_key("webhook", LABELS)
             assert firing.labels == {**LABELS, "sidecar_rule": "webhook"}
@@ -117,7 +107,7 @@ async def test_real_alertmanager_firing_then_resolved(tmp_path: Path) -> None:
             assert (panel.dashboard, panel.panel) == ("sandbox", "6")
 
             await post_alert(session, am_url, {**alert, "endsAt": rfc3339(datetime.now(UTC) - timedelta(seconds=1))})
-            ok = await wait_for(events, lambda e: e.status == "Ok", 15)
+            ok = await wait_event(events, lambda e: e.status == "Ok", 15)
             assert ok.alert_key == firing.alert_key and ok.panels
         assert [e.status for e in events] == ["Critical", "Ok"]  # no duplicates from repeated snapshots
         assert metrics.registry.get_sample_value("flashduty_sidecar_webhook_requests_total", {"outcome": "ok"})

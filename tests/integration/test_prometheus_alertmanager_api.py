@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from sidecar.model import alert_key
 from sidecar_sandbox.runner import Sandboxes, start_sandboxes
 from tests.support.browsers import find_chromium
 from tests.support.procs import PROMETHEUS, have, prometheus
+from tests.support.wait import wait_for
 
 CHROMIUM = find_chromium()
 pytestmark = [
@@ -63,16 +64,6 @@ async def boxes() -> AsyncIterator[Sandboxes]:
         yield b
     finally:
         await b.close()
-
-
-async def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def the_alert(boxes: Sandboxes) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from sidecar.rules.scheduler import RuleScheduler
 from sidecar.rules.sources.prometheus import PrometheusSource
 from sidecar.rules.state import RuleState
 from tests.support.procs import PROMETHEUS, have, prometheus
+from tests.support.wait import wait_event
 
 pytestmark = [
     pytest.mark.prometheus,
@@ -50,16 +51,6 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         yield f"127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
-
-
-async def wait_for(events: list[AlertEvent], pred: Callable[[AlertEvent], bool], timeout: float) -> AlertEvent:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for e in events:
-            if pred(e):
-                return e
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no matching event within {timeout}s; got {[(e.status, e.title) for e in events]}")
 
 
 async def test_real_prometheus_fires_and_resolves(tmp_path: Path) -> None:
@@ -102,14 +93,14 @@ async def test_real_prometheus_fires_and_resolves(tmp_path: Path) -> None:
                 await asyncio.sleep(1.5)
                 assert events == []  # 1 is not > 5
                 exporter.value = 9.0
-                firing = await wait_for(events, lambda e: e.status == "Critical", 10)
+                firing = await wait_event(events, lambda e: e.status == "Critical", 10)
                 assert firing.title == "checkout at 9"
                 assert firing.labels["alertname"] == "DemoHigh" and firing.labels["job"] == "demo"
                 (panel,) = firing.panels
                 assert (panel.dashboard, panel.panel, panel.vars) == ("sandbox", "6", (("service", "checkout"),))
 
                 exporter.value = 0.0
-                ok = await wait_for(events, lambda e: e.status == "Ok", 10)
+                ok = await wait_event(events, lambda e: e.status == "Ok", 10)
                 assert ok.alert_key == firing.alert_key and ok.panels
                 assert [e.status for e in events] == ["Critical", "Ok"]
             finally:
