@@ -4,7 +4,7 @@ their sink a list and their state a real SQLite file, for tests that send them b
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,15 +46,19 @@ def config(**top: object) -> Config:
 
 
 @asynccontextmanager
-async def ingest(state_dir: Path, cfg: Config | None = None) -> AsyncIterator[Ingest]:
+async def ingest(
+    state_dir: Path, cfg: Config | None = None, sink: Callable[[AlertEvent], None] | None = None
+) -> AsyncIterator[Ingest]:
+    """``sink`` (default: the ``events`` list) takes every event, e.g. a real ``Outbox.put``."""
     c = cfg or config()
     state = RuleState.in_dir(state_dir)
     events: list[AlertEvent] = []
     metrics = Metrics()
-    receiver = AlertsApiReceiver(cfg=lambda: c, sink=events.append, state=state, templates=TemplateEngine())
+    put = sink or events.append
+    receiver = AlertsApiReceiver(cfg=lambda: c, sink=put, state=state, templates=TemplateEngine())
     post_alerts, _status = make_alerts_api_handlers(cfg=lambda: c, receiver=receiver, metrics=metrics)
     app = web.Application(client_max_size=4 * 1024 * 1024)
-    app.router.add_post(WEBHOOK_PATH, make_webhook_handler(cfg=c, sink=events.append, state=state, metrics=metrics))
+    app.router.add_post(WEBHOOK_PATH, make_webhook_handler(cfg=c, sink=put, state=state, metrics=metrics))
     app.router.add_post(ALERTS_PATH, post_alerts)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
