@@ -31,6 +31,7 @@ from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, EventStatus, PanelCapture, alert_key
+from sidecar.priority import PrioritySlots
 from sidecar_sandbox.flashduty import FlashdutySandbox
 from tests.support.wait import eventually
 
@@ -74,7 +75,8 @@ class FakeCapture:
         self.default = Behaviour(delay=delay)
         self.by_dashboard: dict[str, Behaviour] = {}
         self.calls: list[tuple[float, PanelCapture]] = []
-        self._slots = asyncio.Semaphore(concurrency)
+        self.started: list[PanelCapture] = []  # in the order they got a capture slot
+        self._slots = PrioritySlots(concurrency)  # served by rank, as CaptureService's are
 
     def set(self, dashboard: str, **kw: Any) -> None:
         self.by_dashboard[dashboard] = Behaviour(**kw)
@@ -88,11 +90,12 @@ class FakeCapture:
             return png(int(dashboard[1:]))
         return png(int(hashlib.sha256(dashboard.encode()).hexdigest()[:6], 16))
 
-    async def capture(self, req: PanelCapture, *, timeout: float | None = None) -> CaptureResult:
+    async def capture(self, req: PanelCapture, *, timeout: float | None = None, rank: int = 5) -> CaptureResult:
         self.calls.append((time.monotonic(), req))
         b = self.by_dashboard.get(req.dashboard, self.default)
         limit = 20.0 if timeout is None else timeout
-        async with self._slots:
+        async with self._slots.acquire(rank):
+            self.started.append(req)
             if b.delay > limit:
                 await asyncio.sleep(limit)
                 return self._result(req, CaptureClass.TIMEOUT, None, f"panel still loading after {limit:g}s")
