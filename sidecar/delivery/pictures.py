@@ -61,6 +61,7 @@ class CaptureLike(Protocol):
 
 class UploaderLike(Protocol):
     async def upload(self, data: bytes, *, content_type: str, priority: int, timeout: float | None = None) -> str: ...
+    def capacity(self, seconds: float) -> int: ...
 
 
 def _capture_reason(cls: str, detail: str, timeout: float) -> str:

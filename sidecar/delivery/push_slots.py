@@ -32,6 +32,7 @@ class PipelineSettings:
     capture_timeout: float
     workers: int
     reserved: Mapping[str, frozenset[str]] = field(default_factory=dict)  # rule → layer_*_reset_* it wrote
+    shared_pictures: bool = True  # storms: a shared picture first (``storm.py``)
 
     def picture_deadline(self, started: float, *, queued: float) -> float:
         """When a delivery claimed at ``started`` stops waiting for pictures and pushes.
@@ -51,5 +52,6 @@ class PipelineSettings:
             image_budget=config.capture.image_budget,
             capture_timeout=config.capture.timeout,
             workers=config.delivery.workers,
+            shared_pictures=config.delivery.shared_pictures,
             reserved={r.name: frozenset(k for k in r.labels if k.startswith(RESERVED_PREFIXES)) for r in config.rules},
         )
