@@ -258,9 +258,15 @@ class PictureSet:
     def ready(self) -> list[StoredImage]:
         return [p.stored() for p in self.pictures if p.state == "done"]
 
-    def notes(self, waited: str) -> list[str]:
-        """One line per missing picture, for the description."""
-        return [f'Picture "{p.alt}" missing: {p.missing_reason(waited)}' for p in self.pictures if p.state != "done"]
+    def notes(self, waited: str, instead: dict[int, str] | None = None) -> list[str]:
+        """One line per missing picture, for the description; ``instead``: the line for a panel
+        index whose place a storm's shared picture takes."""
+        alt = instead or {}
+        return [
+            alt.get(p.panel) or f'Picture "{p.alt}" missing: {p.missing_reason(waited)}'
+            for p in self.pictures
+            if p.state != "done"
+        ]
 
     def log_fields(self) -> dict[str, list[dict[str, Any]]]:
         captures = [

@@ -13,6 +13,9 @@ pictures", even in a burst:
   = event priority), waits until they are all settled or its picture deadline passes, and
   pushes with what it has; each missing picture gets a line in the description saying why.
   The deadline makes the budget hold end to end (``PipelineSettings.picture_deadline``);
+* storms (``storm.py``): when one rule fires for more instances than the upload quota can
+  picture within the budget, the first push of each carries one shared picture of the rule's
+  panel, and the alert's own picture follows as its follow-up;
 * pushes go through ``delivery.workers`` slots (``PushSlots``, ``push_slots.py``), served by priority (Ok first);
   the push is never bounded by a deadline: the alert must go out;
 * late pictures keep coming in the background (``background.py``); when they are in, the event's **follow-up** is
@@ -40,9 +43,11 @@ from collections.abc import Callable
 
 from sidecar.delivery.background import Background
 from sidecar.delivery.outbox import FOLLOWUP_PRIORITY_OFFSET, Outbox, OutboxItem
+from sidecar.delivery.outbox_db import StoredImage
 from sidecar.delivery.pictures import CaptureLike, PictureSet, UploaderLike
 from sidecar.delivery.push_slots import PipelineSettings, PushSlots
 from sidecar.delivery.settle import Settler
+from sidecar.delivery.storm import Member, Storms
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.errors import FlashdutyError
 from sidecar.flashduty.payload import ImageRef, build_payload
@@ -96,6 +101,9 @@ class DeliveryPipeline:
         self._inflight: set[asyncio.Task[None]] = set()
         self._background = Background(
             metrics=metrics, outbox=outbox, kick=self.kick, window=followup_window, clock=clock
+        )
+        self._storms = Storms(
+            capture=capture, uploader=uploader, clock=clock, capture_timeout=lambda: self._settings.capture_timeout
         )
         self._settle = Settler(
             outbox=outbox, metrics=metrics, background=self._background, journal=journal, clock=clock,
@@ -165,6 +173,7 @@ class DeliveryPipeline:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._storms.close()
         self._refresh_gauges()
 
     # ------------------------------------------------------------------ dispatcher
@@ -215,6 +224,8 @@ class DeliveryPipeline:
         started = self._clock()
         ev = item.event
         pics: PictureSet | None = None
+        member: Member | None = None
+        shared: list[StoredImage] = []
         if item.is_followup:
             if not self._outbox.followup_is_current(item):
                 self._outbox.drop(item.id)
@@ -225,10 +236,13 @@ class DeliveryPipeline:
             deadline = self._settings.picture_deadline(started, queued=max(0.0, self._wall() - item.created_at))
             pics = self._pictures(item, started, deadline)
             pics.start()
+            member = self._storms.join(item, pics, deadline) if self._settings.shared_pictures else None
         try:
             if pics is not None:
                 await pics.wait(deadline, self._hurry, lambda: self._hurry_at)
-                images, notes = pics.ready(), pics.notes(f"the {self._settings.image_budget:g}s image budget")
+                shared, instead = self._storms.shared_for(member)
+                images = sorted(pics.ready() + shared, key=lambda i: i.panel)
+                notes = pics.notes(f"the {self._settings.image_budget:g}s image budget", instead)
             payload = build_payload(
                 ev,
                 [ImageRef(i.src, i.alt, i.href) for i in images],
@@ -251,8 +265,11 @@ class DeliveryPipeline:
             if pics is not None:
                 await pics.aclose()
             raise
+        finally:
+            self._storms.leave(member)
         self._outbox.ack(item.id)
-        self._settle.delivered(item, started, pics, len(images), image_budget=self._settings.image_budget)
+        own = len(images) - len(shared)
+        self._settle.delivered(item, started, pics, own, image_budget=self._settings.image_budget)
 
     def _pictures(self, item: OutboxItem, started: float, deadline: float) -> PictureSet:
         ok = item.event.status == "Ok"

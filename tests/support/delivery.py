@@ -85,7 +85,10 @@ class FakeCapture:
         return f"{GRAFANA}/d/{req.dashboard}?orgId=1&viewPanel={req.panel}"
 
     @staticmethod
-    def image_for(dashboard: str) -> bytes:
+    def image_for(dashboard: str, vars: tuple[tuple[str, str], ...] = ()) -> bytes:
+        """``png(n)`` for ``d<n>`` without variables; else a picture per dashboard and variables."""
+        if vars:
+            return png(int(hashlib.sha256(repr((dashboard, vars)).encode()).hexdigest()[:6], 16))
         if dashboard[1:].isdigit():
             return png(int(dashboard[1:]))
         return png(int(hashlib.sha256(dashboard.encode()).hexdigest()[:6], 16))
@@ -101,7 +104,7 @@ class FakeCapture:
                 return self._result(req, CaptureClass.TIMEOUT, None, f"panel still loading after {limit:g}s")
             await asyncio.sleep(b.delay)
         if b.cls is CaptureClass.OK:
-            return self._result(req, b.cls, b.image or self.image_for(req.dashboard), "ok")
+            return self._result(req, b.cls, b.image or self.image_for(req.dashboard, req.vars), "ok")
         return self._result(req, b.cls, None, f"{b.cls.value} (fake)")
 
     def _result(self, req: PanelCapture, cls: CaptureClass, image: bytes | None, detail: str) -> CaptureResult:
@@ -152,6 +155,7 @@ def make_config(
     timeout: float = 2.0,
     workers: int = 4,
     max_attempts: int = 10,
+    shared_pictures: bool = True,
 ) -> Config:
     def ms(s: float) -> str:
         return f"{round(s * 1000)}ms"
@@ -161,7 +165,7 @@ def make_config(
             "flashduty": {"api_host": url, "integration_key": KEY, "app_key": APP_KEY, "timeout": ms(timeout)},
             "grafana": {"url": GRAFANA},
             "capture": {"image_budget": ms(budget), "timeout": ms(capture_timeout)},
-            "delivery": {"workers": workers, "max_attempts": max_attempts},
+            "delivery": {"workers": workers, "max_attempts": max_attempts, "shared_pictures": shared_pictures},
             "state_dir": str(state_dir),
         }
     )
