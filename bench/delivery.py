@@ -107,7 +107,7 @@ class InstantCapture:
     def panel_url(self, req: PanelCapture) -> str:
         return f"http://grafana.bench:3000/d-solo/{req.dashboard}?orgId=1&panelId={req.panel}&render=1"
 
-    async def capture(self, req: PanelCapture, *, timeout: float | None = None) -> CaptureResult:
+    async def capture(self, req: PanelCapture, *, timeout: float | None = None, rank: int = 5) -> CaptureResult:
         image = self.pictures[req.dashboard]
         return CaptureResult(
             request=req,

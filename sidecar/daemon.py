@@ -15,12 +15,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import signal
 import socket
 import sqlite3
-import tempfile
-from pathlib import Path
 
 from aiohttp import web
 
@@ -36,6 +33,7 @@ from sidecar.health import Health
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent
 from sidecar.rules.scheduler import RuleScheduler
+from sidecar.state_dir import StateDirError, check_state_dir
 
 __all__ = ["Daemon", "StartupError"]
 
@@ -166,15 +164,11 @@ class Daemon:
 
 
 def _check_state_dir(path: str) -> None:
-    """The state directory exists (or can be made) and takes a file, or ``StartupError``."""
-    d = Path(path)
+    """The state directory is writable, not full, its databases intact; else ``StartupError``."""
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=d)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise StartupError(f"state_dir {d} is not writable: {e.strerror or e}") from None
+        check_state_dir(path)
+    except StateDirError as e:
+        raise StartupError(str(e)) from None
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -17,16 +17,25 @@ Kinds (JSON shape of ``POST /_sandbox/faults``; the same keys work for ``add_fau
   (delta-seconds or an HTTP-date) becomes the ``Retry-After`` header; omit it for no header.
 - ``{"kind": "401"}``: 401 ``Unauthorized``, as if the key were revoked.
 - ``{"kind": "error_in_200"}``: HTTP 200 whose body carries an ``error`` object and no ``data``.
+- ``{"kind": "html", "status": 502}``: a reverse proxy's own error page instead of Flashduty's
+  answer, ``text/html``; the body is nginx's default page for that status
+  (nginx ``src/http/ngx_http_special_response.c``: ``ngx_http_error_502_page`` + ``ngx_http_error_tail``).
+  ``status`` 200 is a captive portal's login page.
+- ``{"kind": "truncated"}``: HTTP 200, ``application/json``, a success envelope cut in the middle
+  (a connection closed early by a proxy; the declared length matches what is sent).
+- ``{"kind": "no_data"}``: HTTP 200 ``{"request_id": ...}`` without ``data`` (the OpenAPI
+  ``SuccessEnvelope`` requires it: a proxy or a mock that answers ``{}``-like bodies).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 ENDPOINTS = ("upload", "push", "list")
-KINDS = ("status", "hang", "429", "401", "error_in_200")
+KINDS = ("status", "hang", "429", "401", "error_in_200", "html", "truncated", "no_data")
 _KEYS = frozenset({"endpoint", "kind", "count", "status", "code", "seconds", "retry_after"})
 
 
@@ -56,6 +65,8 @@ class Fault:
         out: dict[str, Any] = {"endpoint": self.endpoint, "kind": self.kind, "count": self.count}
         if self.kind == "status":
             out.update(status=self.status, code=self.code)
+        elif self.kind == "html":
+            out["status"] = self.status
         elif self.kind == "hang":
             out["seconds"] = self.seconds
         elif self.kind == "429":
@@ -75,6 +86,8 @@ def parse_fault(spec: Mapping[str, Any]) -> Fault:
     if endpoint != "*" and endpoint not in ENDPOINTS:
         raise FaultSpecError(f"endpoint must be one of {', '.join(ENDPOINTS)} or * (got {endpoint!r})")
     fault = Fault(kind=kind, endpoint=endpoint, count=_count(spec.get("count")))
+    if kind == "html":
+        fault.status = _status(spec.get("status", 502))
     if kind == "status":
         fault.status = _status(spec.get("status", 500))
         fault.code = _text(spec.get("code", "InternalError"), "code")
@@ -136,3 +149,16 @@ class FaultSet:
 
     def active(self) -> list[Fault]:
         return list(self._faults)
+
+
+def nginx_page(status: int) -> str:
+    """nginx's default error page for ``status`` (``ngx_http_error_<status>_page`` followed by
+    ``ngx_http_error_tail``, in ``src/http/ngx_http_special_response.c``); for 200, the login page
+    of a captive portal."""
+    if status == 200:
+        return "<!DOCTYPE html>\r\n<html><head><title>Sign in</title></head><body><form></form></body></html>\r\n"
+    reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    return (
+        f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -34,13 +35,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .flashduty_alerts import Integration
-from .flashduty_faults import Fault, FaultSpecError, parse_fault
+from .flashduty_faults import Fault, FaultSpecError, nginx_page, parse_fault
 from .flashduty_http import (
     ApiError,
     data_response,
     envelope_middleware,
     error_response,
     invalid_parameter,
+    new_request_id,
     read_json_object,
 )
 from .flashduty_images import StoredImage, read_image_field, sniff_image
@@ -204,6 +206,13 @@ def _fault_response(fault: Fault) -> web.Response:
         return error_response(ApiError(429, "RequestTooFrequently", "injected fault", headers=headers))
     if fault.kind == "401":
         return error_response(ApiError(401, "Unauthorized", "key revoked (injected fault)"))
+    if fault.kind == "html":
+        return web.Response(status=fault.status, text=nginx_page(fault.status), content_type="text/html")
+    if fault.kind == "truncated":
+        whole = json.dumps({"request_id": new_request_id(), "data": {"image_key": "img_" + "0" * 32}})
+        return web.Response(status=200, text=whole[: len(whole) // 2], content_type="application/json")
+    if fault.kind == "no_data":
+        return web.json_response({"request_id": new_request_id()})
     return error_response(ApiError(500, "InternalError", "injected fault"), status=200)
 
 

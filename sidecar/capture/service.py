@@ -3,8 +3,9 @@
 The facade over a warm browser (``browser``), the dashboard directory (``dashboards``) and the
 picture cache (``cache``): start, close, reload, stats, URLs and titles, and ``capture()``.
 Identical concurrent captures share one run (singleflight) and a usable result is reused for
-``capture.cache_ttl``; at most ``capture.concurrency`` captures run at a time, and the wait for a
-slot is the ``queue`` step. The other steps — ``slug``, ``context``, ``navigate``,
+``capture.cache_ttl``; at most ``capture.concurrency`` captures run at a time, waiting ones served
+by ``rank`` (``sidecar.priority``: an ``Ok``'s pictures, then Critical, Warning, Info; FIFO within
+one), and the wait for a slot is the ``queue`` step. The other steps — ``slug``, ``context``, ``navigate``,
 ``wait_ready``, ``screenshot``, ``encode`` — are one capture's run (``run.CaptureRun``).
 ``capture()`` never raises for a failed capture: it returns a ``CaptureResult`` whose ``cls``
 says what happened and whose ``detail`` says why, in one sentence without secrets. Only
@@ -29,13 +30,13 @@ from sidecar.capture.dashboards import DashboardDirectory
 from sidecar.capture.errors import CaptureClass
 from sidecar.capture.grafana_info import GrafanaInfo, GrafanaProbe
 from sidecar.capture.options import context_options
-from sidecar.capture.page import timed
 from sidecar.capture.result import CaptureResult
 from sidecar.capture.run import LOOKUP_TIMEOUT, CaptureRun, Prepared, prepare_page, record
 from sidecar.capture.urls import human_link, panel_url
 from sidecar.config import CaptureConfig, GrafanaConfig
 from sidecar.metrics import Metrics
 from sidecar.model import PanelCapture
+from sidecar.priority import DEFAULT_PICTURE_RANK, PrioritySlots
 
 __all__ = ["CaptureService"]
 
@@ -59,7 +60,7 @@ class CaptureService:
         self._directory = DashboardDirectory(grafana=grafana, clock=clock)
         self._probe = GrafanaProbe(str(grafana.url), clock=clock)
         self._auth = auth_header(grafana)
-        self._slots = asyncio.Semaphore(capture.concurrency)
+        self._slots = PrioritySlots(capture.concurrency)
         self._inflight: dict[str, asyncio.Task[CaptureResult]] = {}
         self._cache = PictureCache(clock)
         self._tasks: set[asyncio.Task[CaptureResult]] = set()
@@ -186,10 +187,13 @@ class CaptureService:
 
     # ----------------------------------------------------------------- capture
 
-    async def capture(self, req: PanelCapture, *, timeout: float | None = None) -> CaptureResult:
+    async def capture(
+        self, req: PanelCapture, *, timeout: float | None = None, rank: int = DEFAULT_PICTURE_RANK
+    ) -> CaptureResult:
         """Capture ``req`` (or reuse an identical capture running now or done within the TTL).
 
-        Concurrent identical requests share the first one's run, including its ``timeout``.
+        Concurrent identical requests share the first one's run, including its ``timeout`` and
+        its place in the queue (``rank``).
         """
         key = req.cache_key()
         hit = self._cache.get(key)
@@ -201,7 +205,7 @@ class CaptureService:
             self._count_lookup("shared")
             return dataclasses.replace(await asyncio.shield(task), request=req)
         self._count_lookup("miss")
-        task = asyncio.get_running_loop().create_task(self._run(req, timeout))
+        task = asyncio.get_running_loop().create_task(self._run(req, timeout, rank))
         self._inflight[key] = task
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._finished(key, t))
@@ -219,18 +223,18 @@ class CaptureService:
             return
         self._cache.put(key, task.result(), self._cfg.cache_ttl)
 
-    async def _run(self, req: PanelCapture, timeout: float | None) -> CaptureResult:
+    async def _run(self, req: PanelCapture, timeout: float | None, rank: int) -> CaptureResult:
         steps: dict[str, float] = {}
-        with timed(steps, "queue", self._clock):
-            await self._slots.acquire()
-        self._running += 1
-        self._metrics.captures_in_flight.inc()
-        try:
-            result = await self._capture_now(req, timeout or self._cfg.timeout, steps)
-        finally:
-            self._running -= 1
-            self._metrics.captures_in_flight.dec()
-            self._slots.release()
+        queued = self._clock()
+        async with self._slots.acquire(rank):
+            steps["queue"] = round(self._clock() - queued, 4)
+            self._running += 1
+            self._metrics.captures_in_flight.inc()
+            try:
+                result = await self._capture_now(req, timeout or self._cfg.timeout, steps)
+            finally:
+                self._running -= 1
+                self._metrics.captures_in_flight.dec()
         self._by_class[result.cls.value] += 1
         record(result, self._metrics)
         return result

@@ -2,7 +2,8 @@
 
 Datasource names unique, rule names unique and not reserved (``RESERVED_RULE_NAMES``), each rule
 given what its source needs and nothing it ignores (``expr``, ``datasource``, ``cron``, ``every``,
-``for``), cron expressions valid in ``grafana.timezone``. They run even when other parts of the
+``for``), cron expressions valid in ``grafana.timezone``, every template (title, description, labels,
+annotations, panel vars; of ``rule_files`` rules too, and of the webhook's panels) compiled. They run even when other parts of the
 file failed, on every rule that parsed, so that all problems are reported at once.
 """
 
@@ -12,16 +13,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sidecar.config.rule_schema import RuleConfig
+from sidecar.config.rule_schema import PanelConfig, RuleConfig
 from sidecar.config.schema import Config
 from sidecar.config.values import format_duration
 from sidecar.model import RESERVED_RULE_NAMES
 
-__all__ = ["cross_checks"]
+__all__ = ["check_templates", "cross_checks"]
 
 
-def cross_checks(raw: dict[str, Any], cfg: Config | None) -> list[str]:
-    """Checks across fields; run even when other parts failed, on every rule that parsed."""
+def cross_checks(raw: dict[str, Any], cfg: Config | None, *, own_rules: int | None = None) -> list[str]:
+    """Checks across fields; run even when other parts failed, on every rule that parsed.
+
+    The rules after the first ``own_rules`` came from ``rule_files``, whose templates were checked
+    (and reported by file) when they were read.
+    """
     problems: list[str] = []
     raw_ds: list[Any] = raw["datasources"] if isinstance(raw.get("datasources"), list) else []
     ds_names = [d.get("name") for d in raw_ds if isinstance(d, dict)]
@@ -51,6 +56,40 @@ def cross_checks(raw: dict[str, Any], cfg: Config | None) -> list[str]:
                 f"{p}.name: {rule.name!r} is reserved for alerts received on the webhook or the Alertmanager API"
             )
         problems.extend(_check_rule(rule, p, [n for n in ds_names if isinstance(n, str)], tz))
+        if own_rules is None or i < own_rules:
+            problems.extend(check_templates(_rule_templates(rule, p)))
+    if cfg is not None:
+        problems.extend(check_templates(_panel_templates(cfg.webhook.panels, "webhook")))
+    return problems
+
+
+def _rule_templates(rule: RuleConfig, p: str) -> list[tuple[str, str]]:
+    """(YAML path, template) of every template of ``rule``."""
+    out: list[tuple[str, str]] = []
+    if rule.title is not None:
+        out.append((f"{p}.title", rule.title))
+    out.append((f"{p}.description", rule.description))
+    out.extend((f"{p}.labels.{k}", v) for k, v in rule.labels.items())
+    out.extend((f"{p}.annotations.{k}", v) for k, v in rule.annotations.items())
+    out.extend(_panel_templates(rule.panels, p))
+    return out
+
+
+def _panel_templates(panels: list[PanelConfig], p: str) -> list[tuple[str, str]]:
+    return [(f"{p}.panels[{j}].vars.{k}", v) for j, panel in enumerate(panels) for k, v in panel.vars.items()]
+
+
+def check_templates(templates: list[tuple[str, str]]) -> list[str]:
+    """``PATH: template syntax error: …`` for each (YAML path, template) that does not compile."""
+    # imported here: the rules package imports the config schema, which must load first
+    from sidecar.rules.templates import TemplateEngine
+
+    engine = TemplateEngine()
+    problems = []
+    for path, source in templates:
+        err = engine.check(source)
+        if err is not None:
+            problems.append(f"{path}: template syntax error: {err}")
     return problems
 
 

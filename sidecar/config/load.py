@@ -58,6 +58,7 @@ def parse_config(text: str, *, env: Mapping[str, str], base: Path | None = None)
         raise ConfigError([f"(top level): must be a mapping (got {type(raw).__name__})"])
     problems: list[str] = []
     raw = interpolate(raw, (), env, problems)
+    own_rules = len(raw["rules"]) if isinstance(raw.get("rules"), list) else 0
     _expand_rule_files(raw, base or Path.cwd(), problems)
     env_paths = {line.split(": ", 1)[0] for line in problems}
     cfg: Config | None = None
@@ -67,7 +68,7 @@ def parse_config(text: str, *, env: Mapping[str, str], base: Path | None = None)
         # a value left empty by a missing variable is reported once, as the missing variable
         lines = validation_problems(e, Config)
         problems.extend(line for line in lines if line.split(": ", 1)[0] not in env_paths)
-    problems.extend(cross_checks(raw, cfg))
+    problems.extend(cross_checks(raw, cfg, own_rules=own_rules))
     if problems or cfg is None:
         raise ConfigError(problems)
     return cfg

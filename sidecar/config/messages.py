@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 from collections.abc import Iterable
@@ -32,6 +33,8 @@ def format_path(loc: Iterable[str | int]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not part.isprintable() or not part:  # a key with a newline still makes a one-line problem
+            out += f"[{json.dumps(part)}]"
         else:
             out += ("." if out else "") + part
     return out or "(top level)"

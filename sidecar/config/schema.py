@@ -177,6 +177,8 @@ class DeliveryConfig(StrictModel):
     """How long an uploaded picture's `image_key` is reused for identical bytes."""
     workers: int = Field(default=4, ge=1, le=64)
     """Pushes to Flashduty at once (`Ok` events first). Captures and uploads of many events run together regardless, bounded by `capture.concurrency` and the upload rate limit."""
+    shared_pictures: bool = True
+    """Storms: when one rule fires for many instances at once and the upload rate limit cannot give each its own picture within `capture.image_budget`, every alert's first push carries one shared picture of the rule's panel (captured once without the variables that differ between the instances, uploaded once); each alert's own picture follows as an update, most severe first."""
 
 
 class DatasourceConfig(StrictModel):

@@ -2,7 +2,8 @@
 background, so the pipeline can push when the image budget runs out with whatever is ready.
 
 Each panel is one task: ``capture`` (the capture service bounds its own concurrency and never
-raises for a failed capture) → ``upload`` (deduplicated, rate limited, by event priority). The
+raises for a failed capture) → ``upload`` (deduplicated, rate limited); both wait by the picture's
+rank (``sidecar.priority.picture_rank`` of the event's priority; a storm's shared picture first). The
 tasks are never cancelled by the budget: a picture that is late for the push can still reach a
 follow-up. Whatever goes wrong becomes a one-line ``reason`` that the push states in the
 description ("capture timed out after 20s", "Grafana answered with the login page", ...).
@@ -22,6 +23,7 @@ from sidecar.delivery.outbox_db import StoredImage
 from sidecar.flashduty.errors import FlashdutyError, FlashdutyRateLimited
 from sidecar.flashduty.payload import MAX_HREF
 from sidecar.model import PanelCapture
+from sidecar.priority import picture_rank
 
 __all__ = ["CaptureLike", "CaptureResultLike", "Picture", "PictureSet", "UploaderLike"]
 
@@ -50,13 +52,16 @@ class CaptureResultLike(Protocol):
 
 
 class CaptureLike(Protocol):
-    async def capture(self, req: PanelCapture, *, timeout: float | None = None) -> CaptureResultLike: ...
+    async def capture(
+        self, req: PanelCapture, *, timeout: float | None = None, rank: int = ...
+    ) -> CaptureResultLike: ...
     def panel_url(self, req: PanelCapture) -> str: ...
     def link(self, render_url: str) -> str: ...  # the panel in Grafana's UI, at Grafana's public address
 
 
 class UploaderLike(Protocol):
     async def upload(self, data: bytes, *, content_type: str, priority: int, timeout: float | None = None) -> str: ...
+    def capacity(self, seconds: float) -> int: ...
 
 
 def _capture_reason(cls: str, detail: str, timeout: float) -> str:
@@ -122,13 +127,14 @@ class PictureSet:
         uploader: UploaderLike,
         priority: int,
         capture_timeout: float,
+        shared: bool = False,  # a storm's shared picture (``storm.py``): ranked before own pictures
         upload_deadline: float | None,  # on ``clock``
         clock: Callable[[], float] = time.monotonic,
         keep: Callable[[bytes, str, str], None] | None = None,  # (bytes, content type, image_key) once uploaded
     ) -> None:
         self._capture = capture
         self._uploader = uploader
-        self._priority = priority
+        self._rank = picture_rank(priority, shared=shared)
         self._capture_timeout = capture_timeout
         self._upload_deadline = upload_deadline
         self._clock = clock
@@ -165,7 +171,7 @@ class PictureSet:
     async def _run(self, pic: Picture) -> None:
         started = self._clock()
         try:
-            result = await self._capture.capture(pic.req, timeout=self._capture_timeout)
+            result = await self._capture.capture(pic.req, timeout=self._capture_timeout, rank=self._rank)
         except Exception as e:  # the capture service should not raise; the alert goes on anyway
             log.warning("capture of %r raised %s", pic.alt, type(e).__name__, exc_info=True)
             pic.cls, pic.state, pic.reason = "error", "failed", f"capture failed: {type(e).__name__}"
@@ -190,7 +196,7 @@ class PictureSet:
         try:
             timeout = None if self._upload_deadline is None else self._upload_deadline - self._clock()
             pic.image_key = await self._uploader.upload(
-                result.image, content_type=result.content_type, priority=self._priority, timeout=timeout
+                result.image, content_type=result.content_type, priority=self._rank, timeout=timeout
             )
         except FlashdutyError as e:
             pic.state, pic.reason = "failed", _upload_reason(e)
@@ -252,9 +258,15 @@ class PictureSet:
     def ready(self) -> list[StoredImage]:
         return [p.stored() for p in self.pictures if p.state == "done"]
 
-    def notes(self, waited: str) -> list[str]:
-        """One line per missing picture, for the description."""
-        return [f'Picture "{p.alt}" missing: {p.missing_reason(waited)}' for p in self.pictures if p.state != "done"]
+    def notes(self, waited: str, instead: dict[int, str] | None = None) -> list[str]:
+        """One line per missing picture, for the description; ``instead``: the line for a panel
+        index whose place a storm's shared picture takes."""
+        alt = instead or {}
+        return [
+            alt.get(p.panel) or f'Picture "{p.alt}" missing: {p.missing_reason(waited)}'
+            for p in self.pictures
+            if p.state != "done"
+        ]
 
     def log_fields(self) -> dict[str, list[dict[str, Any]]]:
         captures = [

@@ -13,6 +13,9 @@ pictures", even in a burst:
   = event priority), waits until they are all settled or its picture deadline passes, and
   pushes with what it has; each missing picture gets a line in the description saying why.
   The deadline makes the budget hold end to end (``PipelineSettings.picture_deadline``);
+* storms (``storm.py``): when one rule fires for more instances than the upload quota can
+  picture within the budget, the first push of each carries one shared picture of the rule's
+  panel, and the alert's own picture follows as its follow-up;
 * pushes go through ``delivery.workers`` slots (``PushSlots``, ``push_slots.py``), served by priority (Ok first);
   the push is never bounded by a deadline: the alert must go out;
 * late pictures keep coming in the background (``background.py``); when they are in, the event's **follow-up** is
@@ -26,7 +29,8 @@ pictures", even in a burst:
   kept on the row), permanent ones (401, other 4xx) go to the dead letters at once; a 429 is
   waited out inside the client and never spends an attempt.
 
-One canonical log line per delivery (``logline.py``).
+How a delivery ends (ack, follow-up, retry, dead letter, the canonical log line of ``logline.py``)
+is ``settle.py``.
 """
 
 from __future__ import annotations
@@ -38,16 +42,17 @@ import time
 from collections.abc import Callable
 
 from sidecar.delivery.background import Background
-from sidecar.delivery.logline import log_delivery
-from sidecar.delivery.outbox import FOLLOWUP_PRIORITY_OFFSET, FailResult, Outbox, OutboxItem
+from sidecar.delivery.outbox import FOLLOWUP_PRIORITY_OFFSET, Outbox, OutboxItem
+from sidecar.delivery.outbox_db import StoredImage
 from sidecar.delivery.pictures import CaptureLike, PictureSet, UploaderLike
 from sidecar.delivery.push_slots import PipelineSettings, PushSlots
+from sidecar.delivery.settle import Settler
+from sidecar.delivery.storm import Member, Storms
 from sidecar.flashduty.client import FlashdutyClient
-from sidecar.flashduty.errors import FlashdutyError, FlashdutyRateLimited
+from sidecar.flashduty.errors import FlashdutyError
 from sidecar.flashduty.payload import ImageRef, build_payload
 from sidecar.metrics import Metrics
 from sidecar.status.journal import Journal
-from sidecar.status.record import delivery_record
 
 __all__ = ["DeliveryPipeline", "PipelineSettings"]
 
@@ -97,6 +102,13 @@ class DeliveryPipeline:
         self._background = Background(
             metrics=metrics, outbox=outbox, kick=self.kick, window=followup_window, clock=clock
         )
+        self._storms = Storms(
+            capture=capture, uploader=uploader, clock=clock, capture_timeout=lambda: self._settings.capture_timeout
+        )
+        self._settle = Settler(
+            outbox=outbox, metrics=metrics, background=self._background, journal=journal, clock=clock,
+            wall=wall, refresh=self._refresh_gauges, wake=self._wake.set, followup_window=followup_window,
+        )  # fmt: skip
         self.heartbeat = clock()
 
     # ------------------------------------------------------------------ lifecycle
@@ -161,6 +173,7 @@ class DeliveryPipeline:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._storms.close()
         self._refresh_gauges()
 
     # ------------------------------------------------------------------ dispatcher
@@ -211,20 +224,25 @@ class DeliveryPipeline:
         started = self._clock()
         ev = item.event
         pics: PictureSet | None = None
+        member: Member | None = None
+        shared: list[StoredImage] = []
         if item.is_followup:
             if not self._outbox.followup_is_current(item):
                 self._outbox.drop(item.id)
-                self._log_line(item, "dropped_stale", started, None, len(item.images), len(ev.panels))
+                self._settle.line(item, "dropped_stale", started, None, len(item.images), len(ev.panels))
                 return
             images, notes = list(item.images), list(item.notes)
         else:
             deadline = self._settings.picture_deadline(started, queued=max(0.0, self._wall() - item.created_at))
             pics = self._pictures(item, started, deadline)
             pics.start()
+            member = self._storms.join(item, pics, deadline) if self._settings.shared_pictures else None
         try:
             if pics is not None:
                 await pics.wait(deadline, self._hurry, lambda: self._hurry_at)
-                images, notes = pics.ready(), pics.notes(f"the {self._settings.image_budget:g}s image budget")
+                shared, instead = self._storms.shared_for(member)
+                images = sorted(pics.ready() + shared, key=lambda i: i.panel)
+                notes = pics.notes(f"the {self._settings.image_budget:g}s image budget", instead)
             payload = build_payload(
                 ev,
                 [ImageRef(i.src, i.alt, i.href) for i in images],
@@ -236,7 +254,7 @@ class DeliveryPipeline:
             async with self._slots.acquire(priority):
                 await self._client.push_alert(payload, priority=priority)
         except FlashdutyError as e:
-            self._on_failure(item, e, pics, started)
+            self._settle.failed(item, e, pics, started)
             return
         except asyncio.CancelledError:  # stopping: give the claim back, keep what was uploaded
             self._outbox.release(item.id, images=pics.ready() if pics else ())
@@ -247,8 +265,11 @@ class DeliveryPipeline:
             if pics is not None:
                 await pics.aclose()
             raise
+        finally:
+            self._storms.leave(member)
         self._outbox.ack(item.id)
-        self._on_delivered(item, started, pics, len(images))
+        own = len(images) - len(shared)
+        self._settle.delivered(item, started, pics, own, image_budget=self._settings.image_budget)
 
     def _pictures(self, item: OutboxItem, started: float, deadline: float) -> PictureSet:
         ok = item.event.status == "Ok"
@@ -266,53 +287,3 @@ class DeliveryPipeline:
             clock=self._clock,
             keep=self._journal.keep if self._journal is not None else None,
         )
-
-    def _on_delivered(self, item: OutboxItem, started: float, pics: PictureSet | None, sent: int) -> None:
-        ev = item.event
-        total = len(ev.panels)
-        if item.is_followup:
-            label = "followup"
-        else:
-            label = "none" if total == 0 else "all" if sent == total else "partial" if sent else "missing"
-            self._metrics.delivery_seconds.observe(max(0.0, self._wall() - item.created_at))
-        self._metrics.alerts_delivered.labels(ev.status, label).inc()
-        self._refresh_gauges()
-        if not item.is_followup:
-            self._background.newer_sent(ev.alert_key, item.id)
-        self._log_line(item, "followup" if item.is_followup else "delivered", started, pics, sent, total)
-        if pics is not None:
-            self._background.late_pictures(item, pics, sent, started, drain_until=started + self._settings.image_budget)
-
-    def _on_failure(self, item: OutboxItem, e: FlashdutyError, pics: PictureSet | None, started: float) -> None:
-        ready = pics.ready() if pics is not None else list(item.images)
-        result = self._outbox.fail(
-            item.id,
-            str(e),
-            e.retryable,
-            request_id=e.request_id,
-            images=ready if not item.is_followup else (),
-            count_attempt=not isinstance(e, FlashdutyRateLimited),
-        )
-        self._refresh_gauges()
-        self._log_line(item, result.outcome, started, pics, len(ready), len(item.event.panels), error=e, fail=result)
-        if pics is not None and pics.pending:  # finish quietly: the retry finds them in the caches
-            self._background.drain(pics, started + self._followup_window, item.id)
-        if result.outcome == "retry":
-            self._wake.set()
-
-    def _log_line(
-        self,
-        item: OutboxItem,
-        outcome: str,
-        started: float,
-        pics: PictureSet | None,
-        sent: int,
-        total: int,
-        *,
-        error: FlashdutyError | None = None,
-        fail: FailResult | None = None,
-    ) -> None:
-        counts = (sent, total, self._clock() - started)
-        log_delivery(item, outcome, pics, counts, error=error, fail=fail)
-        if self._journal is not None:
-            self._journal.record(delivery_record(item, outcome, pics, counts, at=self._wall(), error=error, fail=fail))

@@ -2,20 +2,17 @@
 
 ``PipelineSettings`` is the pipeline's narrow view of the config (a reload hands it a new one);
 ``PushSlots`` lets at most ``delivery.workers`` pushes run at once, waiters served by priority
-(``Ok`` first, then Critical, Warning, Info; FIFO within one), resizable live.
+(``Ok`` first, then Critical, Warning, Info; FIFO within one: ``sidecar.priority``), resizable live.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import heapq
-import itertools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sidecar.config import Config
 from sidecar.flashduty.payload import RESERVED_PREFIXES
+from sidecar.priority import PrioritySlots
 
 __all__ = ["MAX_PUSH_RESERVE", "PUSH_RESERVE", "PipelineSettings", "PushSlots"]
 
@@ -23,48 +20,8 @@ PUSH_RESERVE = 0.1  # share of the image budget kept for the push itself...
 MAX_PUSH_RESERVE = 1.0  # ... at most this many seconds
 
 
-class PushSlots:
-    """At most ``n`` pushes at once; waiters are served by priority, FIFO within one."""
-
-    def __init__(self, n: int) -> None:
-        self._n = self._free = n
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-
-    @contextlib.asynccontextmanager
-    async def acquire(self, priority: int) -> AsyncIterator[None]:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-        else:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            heapq.heappush(self._waiters, (priority, next(self._seq), fut))
-            try:
-                await fut
-            except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
-                    self._release()  # granted, then cancelled before it could run: hand it on
-                raise
-        try:
-            yield
-        finally:
-            self._release()
-
-    def resize(self, n: int) -> None:
-        """Now at most ``n`` at once; pushes already running over a smaller ``n`` finish first."""
-        self._free += n - self._n
-        self._n = n
-        self._grant()
-
-    def _release(self) -> None:
-        self._free += 1
-        self._grant()
-
-    def _grant(self) -> None:
-        while self._free > 0 and self._waiters:
-            _, _, fut = heapq.heappop(self._waiters)
-            if not fut.done():
-                self._free -= 1
-                fut.set_result(None)
+class PushSlots(PrioritySlots):
+    """At most ``n`` pushes at once; waiters are served by priority (``model.PRIORITY``), FIFO within one."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +32,7 @@ class PipelineSettings:
     capture_timeout: float
     workers: int
     reserved: Mapping[str, frozenset[str]] = field(default_factory=dict)  # rule → layer_*_reset_* it wrote
+    shared_pictures: bool = True  # storms: a shared picture first (``storm.py``)
 
     def picture_deadline(self, started: float, *, queued: float) -> float:
         """When a delivery claimed at ``started`` stops waiting for pictures and pushes.
@@ -94,5 +52,6 @@ class PipelineSettings:
             image_budget=config.capture.image_budget,
             capture_timeout=config.capture.timeout,
             workers=config.delivery.workers,
+            shared_pictures=config.delivery.shared_pictures,
             reserved={r.name: frozenset(k for k in r.labels if k.startswith(RESERVED_PREFIXES)) for r in config.rules},
         )

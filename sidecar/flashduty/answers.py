@@ -4,7 +4,9 @@ Flashduty answers ``{"request_id": ..., "data": {...}}`` or ``{"request_id": ...
 {"code": ..., "message": ...}}``, and an error may ride on a 2xx. The mapping:
 
 * 2xx without an ``error`` code (``""``, ``"0"`` and ``"OK"`` count as none) → the body;
-  a 2xx whose body is not a JSON object → a retryable ``FlashdutyError``;
+  a 2xx whose body is not Flashduty's envelope (HTML, truncated JSON, not an object, or an object
+  without ``data``: the OpenAPI ``SuccessEnvelope`` requires it) → a retryable ``FlashdutyError``
+  whose message says what came back (a proxy, a captive portal, a connection cut short);
 * 429 or ``RequestTooFrequently`` (on any status) → ``FlashdutyRateLimited`` with the parsed
   ``Retry-After``; it is *returned*, not raised: the transport waits it out;
 * 401, ``Unauthorized``, or the push doc's own example of a wrong key (400 ``InvalidParameter``
@@ -33,7 +35,7 @@ from .errors import (
 )
 from .ratelimit import parse_retry_after
 
-__all__ = ["data_of", "read_answer", "request_id"]
+__all__ = ["data_of", "describe_body", "read_answer", "request_id"]
 
 
 def read_answer(
@@ -56,10 +58,11 @@ def read_answer(
     code = str(err.get("code")) if err and err.get("code") not in (None, "", "0", "OK") else None
     message = redact(str(err.get("message") or "")) if err else ""
     ok = 200 <= status < 300
-    if ok and not isinstance(parsed, dict):
+    if ok and (not isinstance(parsed, dict) or (code is None and "data" not in body)):
         return FlashdutyError(
-            "answer is not a JSON object", endpoint=ep.name, status=status, request_id=rid, retryable=True
-        )
+            f"HTTP {status} answer is not Flashduty's: {describe_body(raw, parsed)}",
+            endpoint=ep.name, status=status, request_id=rid, retryable=True,
+        )  # fmt: skip
     if ok and code is None:
         return body
     if status == 429 or code == "RequestTooFrequently":
@@ -73,11 +76,25 @@ def read_answer(
             endpoint=ep.name, status=status, code=code, request_id=rid,
         )  # fmt: skip
     retryable = code in RETRYABLE_CODES if ok else is_retryable_status(status)
-    detail = f": {message}" if message else ""
+    detail = f": {message}" if message else ("" if err else f": {describe_body(raw, parsed)}")
     return FlashdutyError(
         f"HTTP {status}{' (error in a 2xx body)' if ok else ''}{detail}",
         endpoint=ep.name, status=status, code=code, request_id=rid, retryable=retryable,
     )  # fmt: skip
+
+
+def describe_body(raw: bytes, parsed: Any) -> str:
+    """What a body that is not Flashduty's envelope is, in a few words (never the whole body)."""
+    head = raw[:200].lstrip().lower()
+    if not raw:
+        return "empty body"
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")) or b"<html" in head:
+        return f"an HTML page ({len(raw)} bytes; a proxy or a captive portal?)"
+    if parsed is None:
+        return f"invalid or truncated JSON ({len(raw)} bytes)"
+    if not isinstance(parsed, dict):
+        return f"JSON {type(parsed).__name__}, not an object"
+    return 'a JSON object without "data" (a proxy?)'
 
 
 def data_of(body: dict[str, Any]) -> dict[str, Any]:

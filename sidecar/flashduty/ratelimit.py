@@ -179,6 +179,22 @@ class SlidingWindowLimiter:
         return [(lim, span, self._in_flight + len(self._stamps) - bisect_right(self._stamps, now - span))
                 for lim, span in self.windows]  # fmt: skip
 
+    def capacity(self, seconds: float) -> int:
+        """About how many more requests could start within ``seconds`` from now, after the ones
+        already waiting: for each window, the free slots now, plus the stamps that leave it by
+        then, plus a whole limit per window span that fits; the smallest of the windows."""
+        now = self._clock()
+        horizon = now + max(seconds, 0.0)
+        if self._gate_until >= horizon:
+            return 0
+        best = math.inf
+        for limit, span in self.windows:
+            first = bisect_right(self._stamps, now - span)
+            held = self._in_flight + len(self._stamps) - first
+            leaving = bisect_right(self._stamps, horizon - span) - first
+            best = min(best, max(0, limit - held) + max(0, leaving) + limit * int(seconds // span))
+        return max(0, int(best) - self.waiting)
+
     async def acquire(self, priority: int = 2, *, deadline: float | None = None) -> Permit:
         """Wait for a slot (priority order, FIFO within a priority) and return its permit.
 

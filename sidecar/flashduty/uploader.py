@@ -146,6 +146,10 @@ class ImageUploader:
         """A config reload: ``delivery.image_cache_ttl`` applies to lookups from now on."""
         self._store.ttl = delivery.image_cache_ttl
 
+    def capacity(self, seconds: float) -> int:
+        """About how many more uploads the quota admits within ``seconds`` (after those waiting)."""
+        return self._client.limiters["upload"].capacity(seconds)
+
     async def upload(self, data: bytes, *, content_type: str, priority: int, timeout: float | None = None) -> str:
         """The ``image_key`` of ``data`` (a picture of ``content_type``): remembered, shared with an
         upload in flight, or uploaded.

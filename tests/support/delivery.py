@@ -32,6 +32,7 @@ from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent, EventStatus, PanelCapture, alert_key
+from sidecar.priority import PrioritySlots
 from sidecar_sandbox.flashduty import FlashdutySandbox
 from tests.support.wait import eventually
 
@@ -75,7 +76,8 @@ class FakeCapture:
         self.default = Behaviour(delay=delay)
         self.by_dashboard: dict[str, Behaviour] = {}
         self.calls: list[tuple[float, PanelCapture]] = []
-        self._slots = asyncio.Semaphore(concurrency)
+        self.started: list[PanelCapture] = []  # in the order they got a capture slot
+        self._slots = PrioritySlots(concurrency)  # served by rank, as CaptureService's are
 
     def set(self, dashboard: str, **kw: Any) -> None:
         self.by_dashboard[dashboard] = Behaviour(**kw)
@@ -87,22 +89,26 @@ class FakeCapture:
         return f"{GRAFANA}/d/{req.dashboard}?orgId=1&viewPanel={req.panel}"
 
     @staticmethod
-    def image_for(dashboard: str) -> bytes:
+    def image_for(dashboard: str, vars: tuple[tuple[str, str], ...] = ()) -> bytes:
+        """``png(n)`` for ``d<n>`` without variables; else a picture per dashboard and variables."""
+        if vars:
+            return png(int(hashlib.sha256(repr((dashboard, vars)).encode()).hexdigest()[:6], 16))
         if dashboard[1:].isdigit():
             return png(int(dashboard[1:]))
         return png(int(hashlib.sha256(dashboard.encode()).hexdigest()[:6], 16))
 
-    async def capture(self, req: PanelCapture, *, timeout: float | None = None) -> CaptureResult:
+    async def capture(self, req: PanelCapture, *, timeout: float | None = None, rank: int = 5) -> CaptureResult:
         self.calls.append((time.monotonic(), req))
         b = self.by_dashboard.get(req.dashboard, self.default)
         limit = 20.0 if timeout is None else timeout
-        async with self._slots:
+        async with self._slots.acquire(rank):
+            self.started.append(req)
             if b.delay > limit:
                 await asyncio.sleep(limit)
                 return self._result(req, CaptureClass.TIMEOUT, None, f"panel still loading after {limit:g}s")
             await asyncio.sleep(b.delay)
         if b.cls is CaptureClass.OK:
-            return self._result(req, b.cls, b.image or self.image_for(req.dashboard), "ok")
+            return self._result(req, b.cls, b.image or self.image_for(req.dashboard, req.vars), "ok")
         return self._result(req, b.cls, None, f"{b.cls.value} (fake)")
 
     def _result(self, req: PanelCapture, cls: CaptureClass, image: bytes | None, detail: str) -> CaptureResult:
@@ -153,6 +159,7 @@ def make_config(
     timeout: float = 2.0,
     workers: int = 4,
     max_attempts: int = 10,
+    shared_pictures: bool = True,
 ) -> Config:
     def ms(s: float) -> str:
         return f"{round(s * 1000)}ms"
@@ -162,7 +169,7 @@ def make_config(
             "flashduty": {"api_host": url, "integration_key": KEY, "app_key": APP_KEY, "timeout": ms(timeout)},
             "grafana": {"url": GRAFANA},
             "capture": {"image_budget": ms(budget), "timeout": ms(capture_timeout)},
-            "delivery": {"workers": workers, "max_attempts": max_attempts},
+            "delivery": {"workers": workers, "max_attempts": max_attempts, "shared_pictures": shared_pictures},
             "state_dir": str(state_dir),
         }
     )

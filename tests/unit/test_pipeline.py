@@ -58,7 +58,7 @@ class SlowCapture:
     def panel_url(self, req: PanelCapture) -> str:
         return f"http://grafana.test/d/{req.dashboard}?viewPanel={req.panel}"
 
-    async def capture(self, req: PanelCapture, *, timeout: float | None = None) -> CaptureResult:
+    async def capture(self, req: PanelCapture, *, timeout: float | None = None, rank: int = 5) -> CaptureResult:
         self.calls += 1
         delay, cls = self.plan.get(req.dashboard, (0.01, CaptureClass.OK))
         limit = timeout if timeout is not None else 20.0
