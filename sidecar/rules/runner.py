@@ -39,9 +39,13 @@ from sidecar.rules.sources.schedule import ScheduleEvaluator
 from sidecar.rules.state import RuleState
 from sidecar.rules.templates import TemplateEngine
 
-__all__ = ["Evaluator", "RuleRunner", "Source"]
+__all__ = ["Evaluator", "RuleRunner", "SinkRefused", "Source"]
 
 log = logging.getLogger("sidecar.rules.scheduler")  # its log lines keep the scheduler's logger name
+
+
+class SinkRefused(Exception):
+    """Raised by a sink that may not take events now: the event stays due, nothing is logged."""
 
 
 class Source(Protocol):
@@ -179,6 +183,9 @@ class RuleRunner:
     def _deliver(self, ev: Evaluator, event: AlertEvent) -> bool:
         try:
             self._sink(event)
+        except SinkRefused:  # not ours to send now (a follower replica): stays due for later
+            ev.unsend(event)
+            return False
         # the outbox failed (disk full, closed...): keep the event due, retry at the next run
         except Exception:
             log.exception("could not queue alert event", extra={"rule": event.rule, "alert_key": event.alert_key})
