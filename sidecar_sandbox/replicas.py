@@ -85,9 +85,11 @@ class ReplicaProc:
     async def metric(self, name: str, timeout: float = 2.0) -> float | None:
         """The value of an unlabelled metric on the replica's /metrics (None: not answering)."""
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s:
-                async with s.get(self.url + "/metrics") as r:
-                    text = await r.text()
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s,
+                s.get(self.url + "/metrics") as r,
+            ):
+                text = await r.text()
         except (aiohttp.ClientError, TimeoutError):
             return None
         for line in text.splitlines():

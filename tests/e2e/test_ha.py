@@ -99,11 +99,15 @@ async def ready(c: Cluster) -> tuple[ReplicaProc, ReplicaProc]:
 
 
 def events_of(c: Cluster, rule: str) -> list[tuple[str, str]]:
-    """(alert_key, status) of every event Flashduty merged for ``rule``, across alerts."""
+    """(alert_key, status) of every push Flashduty took for ``rule``: merged into an alert, or
+    discarded as identical to the previous event of its alert_key (noise reduction)."""
     out = []
     for a in c.boxes.flashduty.alerts:
         if a.labels.get("sidecar_rule") == rule:
             out.extend((a.alert_key, e.event_status) for e in a.events)
+    for d in c.boxes.flashduty.book.discarded:
+        if (d["payload"].get("labels") or {}).get("sidecar_rule") == rule:
+            out.append((d["alert_key"], d["payload"]["event_status"]))
     return out
 
 
