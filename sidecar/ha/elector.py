@@ -186,9 +186,13 @@ class Elector:
                 self._on_transition(before, rec.holder)
 
     async def _release(self) -> None:
-        """Give the lease up (client-go ReleaseOnCancel): the next replica need not wait it out."""
-        if not self._observed_self():
-            return
-        rec = LeaderRecord(lease_duration=1, transitions=self.observed.transitions)
-        if await self._lock.update(rec):
-            self._observe(rec)
+        """Give the lease up (client-go ReleaseOnCancel): the next replica need not wait it out.
+        Read afresh first: a renewal cancelled mid-flight may have left the read behind."""
+        for _ in range(2):
+            current = await self._lock.get()
+            if current is None or current.holder != self.identity:
+                return
+            rec = LeaderRecord(lease_duration=1, transitions=current.transitions)
+            if await self._lock.update(rec):
+                self._observe(rec)
+                return

@@ -161,3 +161,21 @@ async def connect(cfg: HaConfig) -> tuple[client.ApiClient, str]:
     except Exception as e:  # no service account, no readable kubeconfig
         raise LeaseError(f"ha.mode kubernetes: no Kubernetes API to reach: {type(e).__name__}: {e}") from None
     return client.ApiClient(configuration=conf), namespace
+
+
+async def who_leads(cfg: HaConfig) -> str:
+    """One line for the operator (the ``alerts`` command): the Lease's holder, as the API has it."""
+    try:
+        api, namespace = await connect(cfg)
+    except LeaseError as e:
+        return f"high availability: leader unknown ({e})"
+    async with api:
+        lock = LeaseLock(client.CoordinationV1Api(api), name=cfg.lease_name, namespace=namespace, timeout=5.0)
+        try:
+            rec = await lock.get()
+        except LeaseError as e:
+            return f"high availability: leader unknown ({e})"
+    if rec is None or not rec.holder:
+        return f"high availability: no leader (lease {lock.describe()} {'not created' if rec is None else 'released'})"
+    renewed = rec.renew_time.isoformat(timespec="seconds") if rec.renew_time else "never"
+    return f"high availability: leader {rec.holder} (lease {lock.describe()}, renewed {renewed}, transitions {rec.transitions})"

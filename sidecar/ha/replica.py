@@ -8,10 +8,10 @@
   (``resume`` on becoming leader, ``pause`` — in-flight work cancelled, kept in the outbox — on
   stepping down). Only the leader uploads, so the account's upload limit holds across replicas.
 * **polling rules**: every replica evaluates them (``for`` timers and state stay warm); a
-  follower's sink refuses the events (``rule_sink``: ``SinkRefused``), which keeps them due. The
-  new leader's next evaluation therefore sends what its state holds firing (idempotent by
-  alert_key: at most one duplicate per alert per failover), and the resolves the old one may not
-  have sent.
+  follower's sink refuses the events (``rule_sink``: ``SinkRefused``), which keeps them due. On
+  taking over, every firing instance is made due again (``RuleScheduler.resend_firing``): the new
+  leader's next evaluation sends what its state holds firing (idempotent by alert_key: one
+  duplicate per alert per failover), and the resolves the old one may not have sent.
 * **received alerts** (webhook, Alertmanager API) are durable before 2xx on any replica; a follower
   forwards them to the leader (``forward.py``).
 * **reconcile** (with ``app_key``) runs on each takeover, not at every replica's start.
@@ -65,6 +65,8 @@ class Replica:
 
         await self._stop_forwarding()
         await self._app[keys.PIPELINE].resume()  # type: ignore[attr-defined]
+        resent = self._app[keys.SCHEDULER].resend_firing()  # sent by the next evaluation of each rule
+        log.info("taking over: %d firing alert(s) will be sent again", resent, extra={"alerts": resent})
         self.terms += 1
         cfg = self._app[keys.CURRENT].config
         if cfg.flashduty.app_key is not None:

@@ -109,6 +109,18 @@ class RuleRunner:
             if inst.state == "firing"
         }
 
+    def resend_firing(self) -> int:
+        """Make every firing alert instance due again (not reports): the next evaluation re-sends it,
+        once, idempotent by alert_key. A replica that just became the sender does this."""
+        n = 0
+        for entry in self._entries.values():
+            if entry.evaluator.rule.source == "schedule":
+                continue
+            for inst in entry.evaluator.instances.values():
+                if inst.state == "firing":
+                    inst.last_sent_at, n = None, n + 1
+        return n
+
     def load(self) -> None:
         """Build the evaluators and restore their instances from the state file (once)."""
         if self._loaded:

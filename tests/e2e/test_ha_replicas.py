@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -139,6 +140,9 @@ async def test_one_leader_and_kill9_takeover_within_the_bound(tmp_path: Path) ->
         assert sum(pushes.values()) == 2, f"not exactly one duplicate across one failover: {pushes}"
         assert len(alerts_of(c, "VeryHighErrors")) == 1
         assert follower.name in follower.log() and f"{leader.name} → {follower.name}" in follower.log()
+        async with aiohttp.ClientSession() as session, session.get(follower.url + "/") as page:
+            html = await page.text()
+        assert f"leader {follower.name} · this replica {follower.name} is leading" in html
         assert await follower.metric("flashduty_sidecar_leader_transitions_total") >= 1.0  # type: ignore[operator]
 
 
@@ -222,6 +226,10 @@ async def test_lease_api_unreachable_the_leader_steps_down_and_nobody_sends(tmp_
         assert await follower.metric("flashduty_sidecar_leader") == 0.0
         assert not c.sent(since=down_at), "a replica sent without the lease"
         assert not alerts_of(c, "HighErrors")
+        async with aiohttp.ClientSession() as session:  # readiness never depends on leadership
+            for r in c.replicas:
+                async with session.get(r.url + "/readyz") as resp:
+                    assert resp.status == 200, r.name
 
         c.kube.down = False
         await c.wait_leader(timeout=BOUND + 10)
@@ -254,6 +262,15 @@ async def test_takeover_resends_what_is_firing_and_reconciles(tmp_path: Path) ->
             30,
         )
         assert "reconciled with Flashduty" in follower.log()
+
+        # the operator's view says who leads, beside what Flashduty has
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sidecar", "alerts", "-c", str(follower.config), "--since", "1h",
+            env=follower.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        assert f"high availability: leader {follower.name} (lease default/flashduty-sidecar" in out.decode()
 
 
 async def _metric_is(r: ReplicaProc, name: str, want: float) -> bool:
