@@ -2,7 +2,7 @@
 
     python -m bench                       everything (about 10–14 min on 2 cores)
     python -m bench --quick               a short smoke run (smaller counts, same code paths)
-    python -m bench --only delivery,e2e   some of: capture, delivery, e2e, memory, sizing
+    python -m bench --only delivery,e2e   some of: capture, delivery, e2e, memory, sizing, ha
     python -m bench --compare-ref REF     also run the capture benchmark on git revision REF
     python -m bench --json PATH           where to write the JSON (default bench/results/latest.json)
 
