@@ -2,7 +2,7 @@
 
     python -m bench                       everything (about 10–14 min on 2 cores)
     python -m bench --quick               a short smoke run (smaller counts, same code paths)
-    python -m bench --only delivery,e2e   some of: capture, delivery, e2e, memory, sizing
+    python -m bench --only delivery,e2e   some of: capture, delivery, e2e, memory, sizing, ha
     python -m bench --compare-ref REF     also run the capture benchmark on git revision REF
     python -m bench --json PATH           where to write the JSON (default bench/results/latest.json)
 
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import capture, delivery, e2e, memory, sizing
+from bench import capture, delivery, e2e, ha, memory, sizing
 from bench.common import ROOT, fmt, load_avg, machine, table
 
 BENCHMARKS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "e2e": e2e.run,
     "memory": memory.run,
     "sizing": sizing.run,
+    "ha": ha.run,
 }
 DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
 
@@ -109,6 +110,8 @@ def render(report: dict[str, Any]) -> str:
         parts += ["", _memory_table(r["memory"])]
     if "sizing" in r and "error" not in r["sizing"]:
         parts += ["", _sizing_table(r["sizing"])]
+    if "ha" in r and "error" not in r["ha"]:
+        parts += ["", ha.render(r["ha"])]
     errors = [f"- {name}: {res['error']}" for name, res in r.items() if "error" in res]
     if errors:
         parts += ["", "Not measured:", *errors]

@@ -16,6 +16,7 @@ owning exactly one thing, started in this order and torn down in reverse:
     alerts_api  the Alertmanager API's handlers and its job resolving alerts whose endsAt passed
     reconcile   one job: close in Flashduty what is no longer firing (with ``app_key``)
     reloader    the one reload path and the config-file watcher
+    ha          with ``ha.mode: kubernetes``: the Lease (after jobs) and the election (last), ``sidecar.ha``
 
 Components are found by typed ``web.AppKey``s; a start-up failure unwinds the contexts that had started.
 """
@@ -40,15 +41,17 @@ from sidecar.config import Config
 from sidecar.delivery.outbox import OUTBOX_FILE, Outbox
 from sidecar.delivery.pipeline import DeliveryPipeline
 from sidecar.delivery.push_slots import PipelineSettings
-from sidecar.delivery.reconcile import reconcile
 from sidecar.flashduty.client import FlashdutyClient
 from sidecar.flashduty.uploader import ImageUploader
+from sidecar.ha import replica as ha
+from sidecar.ha.pipeline import ReplicaPipeline
 from sidecar.health import Health
 from sidecar.ingest.am_api import make_alerts_api
 from sidecar.ingest.webhook import make_webhook_handler
 from sidecar.logs import set_level
 from sidecar.metrics import Metrics
-from sidecar.model import RESERVED_RULE_NAMES, AlertEvent
+from sidecar.model import AlertEvent
+from sidecar.reconcile_job import first_round_delay, reconcile_once
 from sidecar.reload import Current, Reloader
 from sidecar.rules.scheduler import RuleScheduler
 from sidecar.rules.state import RuleState
@@ -107,8 +110,11 @@ def build_app(cfg: Config, *, metrics: Metrics, options: Options) -> web.Applica
 
     add_routes(app, health=health, metrics=metrics, webhook=lambda a: a[WEBHOOK], alerts_api=lambda a: a[ALERTS_API])
     add_status_routes(app)
-    app.cleanup_ctx.extend([_jobs, _state, _session, _client, _uploader, _capture, journal_context, _pipeline])
-    app.cleanup_ctx.extend([_scheduler, _webhook, _alerts_api, _reconcile, _reloader])
+    app.cleanup_ctx.extend([_jobs, ha.lease_context, _state, _session, _client, _uploader, _capture])
+    app.cleanup_ctx.extend([journal_context, _pipeline, _scheduler, _webhook, _alerts_api, _reconcile, _reloader])
+    app.cleanup_ctx.append(ha.run_context)
+    if cfg.ha.mode == "kubernetes":
+        ha.add_routes(app, submit)
     return app
 
 
@@ -184,9 +190,14 @@ async def _session(app: web.Application) -> AsyncIterator[None]:
 
 async def _client(app: web.Application) -> AsyncIterator[None]:
     cfg = _config(app)
-    app[CLIENT] = client = FlashdutyClient(cfg.flashduty, metrics=app[METRICS], time_scale=app[OPTIONS].time_scale)
+    session = ha.fenced_session(app)  # None: the client makes its own
+    app[CLIENT] = client = FlashdutyClient(
+        cfg.flashduty, metrics=app[METRICS], session=session, time_scale=app[OPTIONS].time_scale
+    )
     yield
     await client.close()
+    if session is not None:
+        await session.close()
 
 
 async def _uploader(app: web.Application) -> AsyncIterator[None]:
@@ -225,7 +236,8 @@ async def _capture(app: web.Application) -> AsyncIterator[None]:
 
 async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     cfg = _config(app)
-    pipeline = DeliveryPipeline(
+    replica = ha.enabled(app)  # a replica's pipeline dispatches only while it leads
+    pipeline = (ReplicaPipeline if replica else DeliveryPipeline)(
         outbox=app[OUTBOX],
         capture=app[CAPTURE],
         uploader=app[UPLOADER],
@@ -234,7 +246,8 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         metrics=app[METRICS],
         journal=app[JOURNAL],
     )
-    await pipeline.start()
+    if not replica:
+        await pipeline.start()
     app[PIPELINE] = pipeline
     app[HEALTH].add_heartbeat("workers", lambda: pipeline.heartbeat if pipeline.running else 0.0, WORKERS_ALLOWANCE)
     yield
@@ -245,7 +258,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:
     scheduler = RuleScheduler(
         _config(app),
-        sink=lambda ev: submit(app, ev),
+        sink=ha.rule_sink(app, lambda ev: submit(app, ev)),
         session=app[SESSION],
         state=app[RULE_STATE],
         metrics=app[METRICS],
@@ -276,33 +289,13 @@ async def _alerts_api(app: web.Application) -> AsyncIterator[None]:
 
 async def _reconcile(app: web.Application) -> AsyncIterator[None]:
     job = None
-    if _config(app).flashduty.app_key is not None:
-        job = await app[JOBS].spawn(_reconcile_after_first_round(app), name="reconcile")
+    if _config(app).flashduty.app_key is not None and not ha.enabled(app):  # HA: on each takeover
+        delay = app[OPTIONS].reconcile_delay
+        delay = first_round_delay(_config(app)) if delay is None else delay
+        job = await app[JOBS].spawn(reconcile_once(app, delay), name="reconcile")
     yield
     if job is not None:
         await job.close()
-
-
-async def _reconcile_after_first_round(app: web.Application) -> None:
-    cfg, delay = _config(app), app[OPTIONS].reconcile_delay
-    if delay is None:  # wait until every rule was evaluated, so "firing" is the current truth
-        longest = max((r.interval for r in cfg.rules if r.source != "schedule"), default=0.0)
-        delay = min(longest * 2 + 5.0, 300.0)
-    await asyncio.sleep(delay)
-    try:
-        # webhook alerts are owned by the Alertmanager/Grafana that sends them: never closed here
-        report = await reconcile(
-            app[CLIENT],
-            app[OUTBOX],
-            firing_keys=app[SCHEDULER].firing_keys(),
-            now=time.time(),
-            keep_rules=RESERVED_RULE_NAMES,
-        )
-    except Exception as e:  # never fatal: the alert path does not depend on it
-        log.warning("reconcile with Flashduty failed: %s", e)
-        return
-    app[PIPELINE].kick()
-    log.info("reconciled with Flashduty: %s", report.summary(), extra={"report": report.as_dict()})
 
 
 async def _reloader(app: web.Application) -> AsyncIterator[None]:

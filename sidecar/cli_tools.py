@@ -84,6 +84,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             await client.close()
 
     items = asyncio.run(fetch())
+    if cfg.ha.mode == "kubernetes":  # who sends, beside what Flashduty has (stderr: the JSON stays clean)
+        from sidecar.ha.lease import who_leads
+
+        print(asyncio.run(who_leads(cfg.ha)), file=sys.stderr if args.json else sys.stdout)
     print(format_alerts(items, as_json=args.json))
     return EXIT_OK
 

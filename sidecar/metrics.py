@@ -96,6 +96,11 @@ class Metrics:
         self.alerts_api_requests = Counter(
             f"{p}alerts_api_requests_total", "POST /api/v2/alerts requests by outcome", ["outcome"], registry=r
         )
+        # high availability (ha.mode kubernetes)
+        self.leader = Gauge(f"{p}leader", "1 while this replica leads (and may send), else 0", registry=r)
+        self.leader_transitions = Counter(
+            f"{p}leader_transitions_total", "Changes of the Lease holder seen by this replica", registry=r
+        )
         # process
         self.config_reloads = Counter(f"{p}config_reloads_total", "Config reloads", ["outcome"], registry=r)
         self.up = Gauge(f"{p}ready", "1 when the daemon is ready (the same checks as /readyz)", registry=r)

@@ -49,6 +49,7 @@ RESTART_KEYS = (
     "server.listen",
     "state_dir",
     "log.format",
+    "ha",
 )
 
 

@@ -128,6 +128,8 @@ class FlashdutySandbox:
             for name, limit in self._limits.items()
         }
         self.stats = {name: EndpointStats() for name in ENDPOINTS}
+        # every API request as a gateway's access log has it: (wall time, endpoint, User-Agent, status)
+        self.access_log: list[tuple[float, str, str, int]] = []
         self.warnings: list[str] = []
         self.faults.clear()
 

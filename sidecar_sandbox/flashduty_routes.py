@@ -105,6 +105,9 @@ class _Routes:
                 if fault is not None:
                     await _hang(request.app, fault.seconds)
             self.sb.stats[endpoint].statuses[response.status] += 1
+            self.sb.access_log.append(
+                (self.sb.wall(), endpoint, request.headers.get("User-Agent", ""), response.status)
+            )
             log.debug("flashduty sandbox %s -> %d", endpoint, response.status)
             return response
 

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from sidecar.config.ha_schema import HaConfig
 from sidecar.config.rule_schema import RuleConfig, RuleFileConfig, WebhookConfig
 from sidecar.config.status_schema import StatusConfig
 from sidecar.config.values import Duration, HttpUrl, ImageFormat, StrictModel, Theme, check_timezone
@@ -228,6 +229,8 @@ class Config(StrictModel):
     """Prometheus rule files to load as prometheus rules (strings or `{path, datasource}`)."""
     webhook: WebhookConfig = WebhookConfig()
     """Alerts received on `POST /webhook/alertmanager` and on the Alertmanager API (`POST /api/v2/alerts`)."""
+    ha: HaConfig = HaConfig()
+    """Grafana with several replicas: one sender, elected on a Kubernetes Lease."""
 
     @field_validator("rule_files", mode="before")
     @classmethod

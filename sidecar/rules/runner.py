@@ -39,9 +39,13 @@ from sidecar.rules.sources.schedule import ScheduleEvaluator
 from sidecar.rules.state import RuleState
 from sidecar.rules.templates import TemplateEngine
 
-__all__ = ["Evaluator", "RuleRunner", "Source"]
+__all__ = ["Evaluator", "RuleRunner", "SinkRefused", "Source"]
 
 log = logging.getLogger("sidecar.rules.scheduler")  # its log lines keep the scheduler's logger name
+
+
+class SinkRefused(Exception):
+    """Raised by a sink that may not take events now: the event stays due, nothing is logged."""
 
 
 class Source(Protocol):
@@ -104,6 +108,18 @@ class RuleRunner:
             for key, inst in entry.evaluator.instances.items()
             if inst.state == "firing"
         }
+
+    def resend_firing(self) -> int:
+        """Make every firing alert instance due again (not reports): the next evaluation re-sends it,
+        once, idempotent by alert_key. A replica that just became the sender does this."""
+        n = 0
+        for entry in self._entries.values():
+            if entry.evaluator.rule.source == "schedule":
+                continue
+            for inst in entry.evaluator.instances.values():
+                if inst.state == "firing":
+                    inst.last_sent_at, n = None, n + 1
+        return n
 
     def load(self) -> None:
         """Build the evaluators and restore their instances from the state file (once)."""
@@ -179,6 +195,9 @@ class RuleRunner:
     def _deliver(self, ev: Evaluator, event: AlertEvent) -> bool:
         try:
             self._sink(event)
+        except SinkRefused:  # not ours to send now (a follower replica): stays due for later
+            ev.unsend(event)
+            return False
         # the outbox failed (disk full, closed...): keep the event due, retry at the next run
         except Exception:
             log.exception("could not queue alert event", extra={"rule": event.rule, "alert_key": event.alert_key})

@@ -96,6 +96,10 @@ class RuleScheduler:
         """``alert_key`` of every firing instance (and open report), for startup reconciliation."""
         return self._runner.firing_keys()
 
+    def resend_firing(self) -> int:
+        """Every firing alert is sent again at its rule's next evaluation (a new HA leader)."""
+        return self._runner.resend_firing()
+
     async def start(self) -> None:
         """Restore state and schedule every rule, on the running event loop."""
         loop = asyncio.get_running_loop()

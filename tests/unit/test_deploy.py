@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 BASE = DEPLOY / "kubernetes" / "base"
 PRODUCTION = DEPLOY / "kubernetes" / "examples" / "production"
+HA = DEPLOY / "kubernetes" / "examples" / "ha"
 DOCKERFILE = DEPLOY / "Dockerfile"
 K8S_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 SIDECAR = "flashduty-sidecar"
@@ -368,7 +369,7 @@ def test_schema_validation_rejects_a_wrong_field() -> None:
         validate_all([deployment])
 
 
-@pytest.mark.parametrize("overlay", [BASE, PRODUCTION], ids=["base", "production"])
+@pytest.mark.parametrize("overlay", [BASE, PRODUCTION, HA], ids=["base", "production", "ha"])
 def test_rendered_kustomization_is_valid(overlay: Path) -> None:
     docs = kustomize(overlay)
     kinds = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
@@ -378,7 +379,10 @@ def test_rendered_kustomization_is_valid(overlay: Path) -> None:
         "Service/flashduty-sidecar",
         "Service/grafana",
     ]
-    if overlay == BASE:
+    if overlay == HA:
+        expected += ["Secret/flashduty-sidecar", "ServiceAccount/flashduty-sidecar"]
+        expected += ["Role/flashduty-sidecar-leader-election", "RoleBinding/flashduty-sidecar-leader-election"]
+    elif overlay == BASE:
         expected.append("Secret/flashduty-sidecar")
     else:
         expected.append("PersistentVolumeClaim/flashduty-sidecar-state")
@@ -409,13 +413,13 @@ class Pod:
         return parse_config(self.config_text, env=PLACEHOLDER_ENV)
 
 
-@pytest.fixture(params=["base-plain", "base", "production"])
+@pytest.fixture(params=["base-plain", "base", "production", "ha"])
 def pod(request: pytest.FixtureRequest) -> Pod:
     """The plain base manifest always; the kustomize renderings when kubectl is installed."""
     if request.param == "base-plain":
         (deployment,) = load_docs(BASE / "deployment.yaml")
         return Pod(deployment, (BASE / "config.yaml").read_text(encoding="utf-8"))
-    docs = kustomize(BASE if request.param == "base" else PRODUCTION)
+    docs = kustomize({"base": BASE, "production": PRODUCTION, "ha": HA}[request.param])
     return Pod(one(docs, "Deployment", "grafana"), config_text(docs))
 
 
@@ -449,8 +453,12 @@ def test_grace_period_outlasts_the_shutdown_drain(pod: Pod) -> None:
     grace = pod.spec["terminationGracePeriodSeconds"]
     assert grace > pod.cfg.server.shutdown_grace
     assert grace > ServerConfig().shutdown_grace
-    assert pod.deployment["spec"]["strategy"]["type"] == "Recreate"
-    assert pod.deployment["spec"]["replicas"] == 1
+    if pod.cfg.ha.mode == "kubernetes":  # replicas elect one sender: rolling updates are safe
+        assert pod.deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+        assert pod.deployment["spec"]["replicas"] >= 2
+    else:  # two sidecars would both send
+        assert pod.deployment["spec"]["strategy"]["type"] == "Recreate"
+        assert pod.deployment["spec"]["replicas"] == 1
 
 
 def test_writable_paths_are_volumes_and_match_the_config(pod: Pod) -> None:
@@ -531,10 +539,43 @@ def test_production_example_uses_a_pvc_a_namespace_a_pinned_image_and_no_placeho
         assert name and tag and tag != "latest", f"image not pinned: {image}"
 
 
+def test_ha_example_grants_the_lease_only_and_gives_the_token_to_the_sidecar_alone() -> None:
+    docs = kustomize(HA)
+    role = one(docs, "Role", "flashduty-sidecar-leader-election")
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    ]
+    binding = one(docs, "RoleBinding", "flashduty-sidecar-leader-election")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SIDECAR}]
+    one(docs, "ServiceAccount", SIDECAR)
+    deployment = one(docs, "Deployment", "grafana")
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == SIDECAR and spec["automountServiceAccountToken"] is False
+    sa_path = "/var/run/secrets/kubernetes.io/serviceaccount"
+    for c in spec["containers"]:
+        mounted = {m["mountPath"] for m in c.get("volumeMounts", [])}
+        assert (sa_path in mounted) == (c["name"] == SIDECAR), f"{c['name']}: the token is for the sidecar only"
+    projected = {v["name"]: v for v in spec["volumes"]}["kube-api-access"]["projected"]["sources"]
+    assert {next(iter(src)) for src in projected} == {"serviceAccountToken", "configMap", "downwardAPI"}
+    env = {
+        e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        for e in sidecar_container(deployment)["env"]
+    }
+    assert env["POD_NAME"] == "metadata.name" and env["POD_NAMESPACE"] == "metadata.namespace"
+    cfg = parse_config(config_text(docs), env={**PLACEHOLDER_ENV, "POD_NAME": "grafana-0", "POD_NAMESPACE": "obs"})
+    assert cfg.ha.mode == "kubernetes" and cfg.ha.identity == "grafana-0" and cfg.ha.namespace == "obs"
+    assert cfg.ha.renew_deadline < cfg.ha.lease_duration and cfg.ha.retry_period < cfg.ha.renew_deadline
+
+
 # --------------------------------------------------------------------------- check-config
 
 
-@pytest.mark.parametrize("overlay", [BASE, PRODUCTION], ids=["base", "production"])
+@pytest.mark.parametrize("overlay", [BASE, PRODUCTION, HA], ids=["base", "production", "ha"])
 def test_configmap_config_passes_check_config(overlay: Path, tmp_path: Path) -> None:
     text = (overlay / "config.yaml").read_text(encoding="utf-8")
     proc = check_config(text, tmp_path, PLACEHOLDER_ENV)
@@ -543,7 +584,7 @@ def test_configmap_config_passes_check_config(overlay: Path, tmp_path: Path) -> 
 
 
 def test_rendered_configmap_is_the_checked_file() -> None:
-    for directory in (BASE, PRODUCTION):
+    for directory in (BASE, PRODUCTION, HA):
         assert config_text(kustomize(directory)) == (directory / "config.yaml").read_text(encoding="utf-8")
 
 

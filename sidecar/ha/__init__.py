@@ -1,0 +1,1 @@
+"""One sender across the Grafana pod's replicas: leader election on a Kubernetes Lease (``ha.mode``)."""

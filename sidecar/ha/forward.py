@@ -1,0 +1,142 @@
+"""What a follower receives reaches Flashduty through the leader: ``POST /ha/events``.
+
+A webhook or Alertmanager-API call that reaches a follower is handled exactly as on a single
+replica — diffed against the rule state, put durably in the outbox, then answered 2xx — so the
+sender's 2xx always means "durable". Only the dispatching differs: a follower's outbox is drained
+by the ``Forwarder`` instead of the delivery pipeline. It claims the due rows (the same claims,
+per alert_key in order), posts them to the leader's ``/ha/events`` (the address the leader wrote
+on the Lease), and acks them once the leader answered 200, which it does only after its own
+outbox holds them durably. When there is no leader, or it cannot be reached, the rows are
+released and stay here: the next leader gets them, or this replica delivers them itself when it
+becomes the leader. Follow-ups (late pictures of an alert this replica pushed while it led) are
+dropped: the alert went out, the pictures are best effort.
+
+So every accepted event is delivered by the one leader, through its one upload queue: across
+replicas the account's upload limit is never exceeded. The endpoint takes the webhook token
+(``server.webhook_token``) when one is set; a replica that is not leading answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from sidecar.delivery.outbox import Outbox, OutboxItem
+from sidecar.model import AlertEvent
+
+__all__ = ["BATCH", "Forwarder", "make_events_handler"]
+
+log = logging.getLogger("sidecar.ha")
+
+BATCH = 100
+IDLE = 0.5  # seconds between looks at an empty outbox (a put kicks it sooner)
+BACKOFF = 1.0  # after the leader could not take a batch
+PATH = "/ha/events"
+
+
+class Forwarder:
+    """Drains this follower's outbox into the leader's (see the module docstring)."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        leader_address: Callable[[], str],
+        token: Callable[[], str | None],
+        timeout: float,
+    ) -> None:
+        self._outbox, self._address, self._token = outbox, leader_address, token
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._wake = asyncio.Event()
+        self.forwarded = 0
+        self.last_error: str | None = None
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession(timeout=self._timeout) as session:
+            while True:
+                self._wake.clear()
+                pause = IDLE
+                target = self._address()
+                if target:
+                    items = self._claim()
+                    if items:
+                        ok = await self._send(session, target, items)
+                        pause = 0.0 if ok else BACKOFF
+                with contextlib.suppress(TimeoutError):
+                    if pause:
+                        await asyncio.wait_for(self._wake.wait(), pause)
+
+    def _claim(self) -> list[OutboxItem]:
+        items: list[OutboxItem] = []
+        while len(items) < BATCH and (item := self._outbox.claim()) is not None:
+            if item.is_followup:
+                self._outbox.drop(item.id)
+                continue
+            items.append(item)
+        return items
+
+    async def _send(self, session: aiohttp.ClientSession, target: str, items: list[OutboxItem]) -> bool:
+        body = {"events": [json.loads(i.event.to_json()) for i in items]}
+        token = self._token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        error: str | None = None
+        try:
+            async with session.post(target + PATH, json=body, headers=headers) as resp:
+                if resp.status != 200:
+                    error = f"{target}{PATH} answered {resp.status}"
+        except (aiohttp.ClientError, TimeoutError) as e:
+            error = f"{target}{PATH}: {type(e).__name__}: {e}"
+        except asyncio.CancelledError:
+            self._release(items)  # the leader may have them too: it coalesces by alert_key
+            raise
+        if error is not None:
+            self._release(items)
+            if error != self.last_error:
+                log.warning("could not forward %d event(s) to the leader: %s", len(items), error)
+            self.last_error = error
+            return False
+        for item in items:
+            self._outbox.ack(item.id)
+        self.forwarded += len(items)
+        self.last_error = None
+        log.info("forwarded %d event(s) to the leader at %s", len(items), target, extra={"events": len(items)})
+        return True
+
+    def _release(self, items: list[OutboxItem]) -> None:
+        for item in items:
+            self._outbox.release(item.id)
+
+
+def make_events_handler(
+    *,
+    leading: Callable[[], bool],
+    put: Callable[[AlertEvent], None],
+    token: Callable[[], str | None],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The leader's side: 200 once every event is durable in its outbox."""
+
+    async def handler(request: web.Request) -> web.Response:
+        expected = token()
+        if expected and request.headers.get("Authorization", "") != f"Bearer {expected}":
+            return web.json_response({"error": "unauthorized"}, status=401)
+        if not leading():
+            return web.json_response({"error": "this replica is not the leader"}, status=503)
+        try:
+            raw = await request.json()
+            events = [AlertEvent.from_json(json.dumps(e)) for e in raw["events"]]
+        except (ValueError, KeyError, TypeError) as e:
+            return web.json_response({"error": f"malformed body: {type(e).__name__}"}, status=400)
+        for ev in events:
+            put(ev)
+        return web.json_response({"accepted": len(events)})
+
+    return handler
