@@ -29,7 +29,7 @@ from playwright.async_api import Browser, Playwright
 from playwright.async_api import Error as PlaywrightError
 
 from sidecar.capture.errors import CaptureError, first_line
-from sidecar.capture.proc import find_browser_process, reap
+from sidecar.capture.proc import find_browser_process, reap, session_marker
 
 __all__ = [
     "CHROMIUM_ARGS",
@@ -136,11 +136,13 @@ class Chromium:
     workdir: str
     pid: int | None
     user_data_dir: str | None
+    session: str | None = None  # proc.session_marker of the main process, taken at launch
 
     @property
     def markers(self) -> list[str]:
-        """Strings on the command line of every process of this browser."""
-        return [m for m in (self.workdir, self.user_data_dir) if m]
+        """What finds every process of this browser (``proc.chromium_processes``): its private
+        directories on their command lines, and the session its main process leads."""
+        return [m for m in (self.workdir, self.user_data_dir, self.session) if m]
 
 
 async def launch(playwright: Playwright, *, executable: str | None, sandbox: bool) -> Chromium:
@@ -184,7 +186,8 @@ async def _launch_in(playwright: Playwright, workdir: str, executable: str | Non
     except PlaywrightError as e:
         raise CaptureError(f"cannot launch Chromium: {first_line(e)}") from None
     pid, user_data_dir = await asyncio.to_thread(find_browser_process, workdir)
-    return Chromium(browser=browser, workdir=workdir, pid=pid, user_data_dir=user_data_dir)
+    session = session_marker(pid) if pid else None
+    return Chromium(browser=browser, workdir=workdir, pid=pid, user_data_dir=user_data_dir, session=session)
 
 
 async def shut_down(chromium: Chromium) -> None:
