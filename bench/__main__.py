@@ -223,6 +223,7 @@ def _capture_table(cap: dict[str, Any]) -> str:
                     fmt(o["p95"]),
                     fmt(res["page_ready_ms"]["p50"]),
                     fmt(res["captures_per_min"], 1),
+                    fmt(sum(res.get("cpu_ms_per_capture", {}).values()) or None),
                     f"{res['pictures_drawn']}/{res['captures']}",
                 ]
             )
@@ -232,7 +233,8 @@ def _capture_table(cap: dict[str, Any]) -> str:
         "each (an alert that arrives alone); concurrency 4: back to back (a burst). "
         f"{plan['rounds']} interleaved round(s). Overhead = capture time − the page's own ready time "
         "(navigation start → last query done and chart drawn, reported by the page). "
-        "Pictures drawn: series visible and no loading indicator."
+        "Pictures drawn: series visible and no loading indicator. CPU: the worker's whole process tree "
+        "(Python, Playwright's driver, the browser) per capture."
     )
     headers = [
         "variant",
@@ -244,6 +246,7 @@ def _capture_table(cap: dict[str, Any]) -> str:
         "overhead p95",
         "page ready p50",
         "captures/min",
+        "CPU ms/capture",
         "drawn",
     ]
     return note + "\n\n" + table(headers, rows)

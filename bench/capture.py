@@ -44,7 +44,7 @@ QUERY_DELAY = 0.3
 DASHBOARD, PANEL = "sandbox", "1"
 SHELL = "product, headless shell"  # the same code with chromium-headless-shell, when installed
 FRESH = "product, context_reuse 1"  # the same code with a fresh context for every capture
-C4_ONLY = (SHELL, FRESH)  # variants shown for throughput only
+C4_ONLY = (FRESH,)  # variants shown for throughput only
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from playwright.async_api import Playwright, async_playwright
 
 from sidecar.capture.errors import CaptureError, first_line
-from sidecar.capture.launcher import CLOSE_TIMEOUT, find_browser, is_executable_file
+from sidecar.capture.launcher import CLOSE_TIMEOUT, configured_browser, find_browser, is_executable_file
 from sidecar.capture.lease import Lease, Prepare, Reset
 from sidecar.capture.options import OptionSets, options_key
 from sidecar.capture.pool import ContextPool, trim_idle
@@ -136,17 +136,17 @@ class BrowserManager:
 
     async def start(self) -> None:
         """Start Playwright and launch the browser. ``CaptureError`` only when Playwright cannot
-        start or ``capture.browser_path`` is not an executable file; a launch that fails is
-        retried in the background."""
-        explicit = self._cfg.browser_path
-        if explicit and not is_executable_file(explicit):
-            raise CaptureError(f"capture.browser_path: {explicit} is not an executable file")
+        start or ``capture.browser_path`` (else ``$SIDECAR_BROWSER_PATH``) is not an executable
+        file; a launch that fails is retried in the background."""
+        asked = configured_browser(self._cfg.browser_path)
+        if asked and not is_executable_file(asked[0]):
+            raise CaptureError(f"{asked[1]}: {asked[0]} is not an executable file")
         if self._playwright is None:
             try:
                 self._playwright = await async_playwright().start()
             except Exception as e:
                 raise CaptureError(f"cannot start Playwright: {first_line(e)}") from None
-        self._sup.open(self._playwright, find_browser(explicit or None))
+        self._sup.open(self._playwright, find_browser(asked[0] if asked else None))
         with contextlib.suppress(CaptureError):  # logged, and retried in the background
             await self._sup.ensure()
         if self._janitor is None or self._janitor.done():

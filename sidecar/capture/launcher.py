@@ -1,7 +1,9 @@
 """Launching Chromium: which executable, its flags, a private working directory, and the part
 of our environment it may see.
 
-Which executable (``find_browser``): ``capture.browser_path`` when set; else Debian's
+Which executable (``find_browser``): ``capture.browser_path`` when set; else
+``$SIDECAR_BROWSER_PATH`` when set (the container image names its browser there,
+``configured_browser``); else Debian's
 ``chromium-headless-shell`` (Chromium's old headless mode as its own binary, same engine: no
 browser window per context, so each capture costs less); else ``chromium``, ``chromium-browser``
 or ``google-chrome`` on ``PATH``; else None, Playwright's own download. Debian's
@@ -27,12 +29,13 @@ from playwright.async_api import Browser, Playwright
 from playwright.async_api import Error as PlaywrightError
 
 from sidecar.capture.errors import CaptureError, first_line
-from sidecar.capture.proc import find_browser_process, reap
+from sidecar.capture.proc import find_browser_process, reap, session_marker
 
 __all__ = [
     "CHROMIUM_ARGS",
     "CLOSE_TIMEOUT",
     "Chromium",
+    "configured_browser",
     "find_browser",
     "headless_shell",
     "is_executable_file",
@@ -55,6 +58,7 @@ CLOSE_TIMEOUT = 10.0  # longest closing a browser or a context may take
 DEBIAN_HEADLESS_SHELL = "/usr/lib/chromium/chromium-headless-shell"  # package chromium-headless-shell
 HEADLESS_SHELL = "chromium-headless-shell"
 BROWSERS_ON_PATH = ("chromium", "chromium-browser", "google-chrome")
+BROWSER_PATH_ENV = "SIDECAR_BROWSER_PATH"
 
 # What Chromium may see of our environment: locale, time zone, fonts, proxies, certificates —
 # never the sidecar's secrets (Flashduty keys, Grafana token), which also live in the environment.
@@ -73,6 +77,15 @@ _PASSED_ENV = frozenset(
 
 def is_executable_file(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def configured_browser(browser_path: str) -> tuple[str, str] | None:
+    """The browser asked for, with where it was asked (for errors): ``capture.browser_path``,
+    else ``$SIDECAR_BROWSER_PATH``; None when neither is set."""
+    if browser_path:
+        return browser_path, "capture.browser_path"
+    env = os.environ.get(BROWSER_PATH_ENV, "")
+    return (env, f"${BROWSER_PATH_ENV}") if env else None
 
 
 def find_browser(explicit: str | None = None) -> str | None:
@@ -123,11 +136,13 @@ class Chromium:
     workdir: str
     pid: int | None
     user_data_dir: str | None
+    session: str | None = None  # proc.session_marker of the main process, taken at launch
 
     @property
     def markers(self) -> list[str]:
-        """Strings on the command line of every process of this browser."""
-        return [m for m in (self.workdir, self.user_data_dir) if m]
+        """What finds every process of this browser (``proc.chromium_processes``): its private
+        directories on their command lines, and the session its main process leads."""
+        return [m for m in (self.workdir, self.user_data_dir, self.session) if m]
 
 
 async def launch(playwright: Playwright, *, executable: str | None, sandbox: bool) -> Chromium:
@@ -143,7 +158,12 @@ async def launch(playwright: Playwright, *, executable: str | None, sandbox: boo
 async def _launch_in(playwright: Playwright, workdir: str, executable: str | None, sandbox: bool) -> Chromium:
     for sub in ("config", "cache", "tmp", "crash"):
         os.makedirs(os.path.join(workdir, sub), exist_ok=True)
-    args = [*CHROMIUM_ARGS, f"--crash-dumps-dir={workdir}/crash", f"--disk-cache-dir={workdir}/cache"]
+    # no --disk-cache-dir: the headless shell gives that one directory to every browser context
+    # (headless/lib/browser/headless_request_context_manager.cc, ConfigureNetworkContextParams-
+    # Internal), so the second context Playwright opens cannot open its HTTP cache and every
+    # request it does not fulfil itself stalls. Without it each context keeps an in-memory cache;
+    # full Chromium puts its profile's cache under XDG_CACHE_HOME (the private directory).
+    args = [*CHROMIUM_ARGS, f"--crash-dumps-dir={workdir}/crash"]
     if not sandbox:
         args.append("--no-sandbox")
     env: dict[str, str | float | bool] = {
@@ -166,7 +186,8 @@ async def _launch_in(playwright: Playwright, workdir: str, executable: str | Non
     except PlaywrightError as e:
         raise CaptureError(f"cannot launch Chromium: {first_line(e)}") from None
     pid, user_data_dir = await asyncio.to_thread(find_browser_process, workdir)
-    return Chromium(browser=browser, workdir=workdir, pid=pid, user_data_dir=user_data_dir)
+    session = session_marker(pid) if pid else None
+    return Chromium(browser=browser, workdir=workdir, pid=pid, user_data_dir=user_data_dir, session=session)
 
 
 async def shut_down(chromium: Chromium) -> None:

@@ -1,8 +1,12 @@
-"""Chromium's processes, found in ``/proc`` by a marker on their command line (no psutil).
+"""Chromium's processes, found in ``/proc`` by a marker on their command line or by their
+session (no psutil).
 
-Each browser gets a private temp directory that appears on the command line of every process
-it starts; that path is the marker used to measure their memory and to make sure none is left
-after a browser is closed. Not Linux: nothing is found, nothing is measured or reaped.
+Each browser gets a private temp directory that appears on the command line of its main process
+(and, with full Chromium, of every process it starts); that path is a marker used to measure
+their memory and to make sure none is left after a browser is closed. The headless shell's
+zygotes, renderers and GPU process carry no such flag: they are found by their session instead
+(``session_marker``): Playwright starts the browser in a session of its own (``detached``), which
+its children keep even once orphaned. Not Linux: nothing is found, nothing is measured or reaped.
 """
 
 from __future__ import annotations
@@ -14,7 +18,16 @@ import signal
 import time
 from collections.abc import Iterable
 
-__all__ = ["chromium_processes", "find_browser_process", "process_memory_bytes", "read_kb", "reap"]
+__all__ = [
+    "chromium_processes",
+    "find_browser_process",
+    "process_memory_bytes",
+    "read_kb",
+    "reap",
+    "session_marker",
+]
+
+_SESSION = "session:"
 
 log = logging.getLogger("sidecar.capture")
 
@@ -27,10 +40,28 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def session_marker(pid: int) -> str | None:
+    """A marker for every process in the session of ``pid`` (a browser's main process); None
+    when it is gone."""
+    session = _session(pid)
+    return f"{_SESSION}{session}" if session else None
+
+
+def _session(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(")") + 2 :].split()[3])  # pid (comm) state ppid pgrp session
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def chromium_processes(markers: Iterable[str]) -> list[int]:
-    """PIDs of live processes whose command line contains one of ``markers``."""
-    wanted = [m for m in markers if m]
-    if not wanted:
+    """PIDs of live processes whose command line contains one of ``markers``, or that are in a
+    session named by one (``session_marker``)."""
+    wanted = [m for m in markers if m and not m.startswith(_SESSION)]
+    sessions = {int(m[len(_SESSION) :]) for m in markers if m.startswith(_SESSION)}
+    if not wanted and not sessions:
         return []
     me = os.getpid()
     found = []
@@ -41,8 +72,8 @@ def chromium_processes(markers: Iterable[str]) -> list[int]:
     for entry in entries:
         if not entry.isdigit() or int(entry) == me:
             continue
-        cmd = _cmdline(int(entry))
-        if cmd and any(m in cmd for m in wanted):
+        cmd = _cmdline(int(entry))  # empty: a kernel thread, or gone
+        if cmd and (any(m in cmd for m in wanted) or (sessions and _session(int(entry)) in sessions)):
             found.append(int(entry))
     return found
 

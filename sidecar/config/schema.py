@@ -97,7 +97,7 @@ class GrafanaConfig(StrictModel):
 
 class CaptureConfig(StrictModel):
     browser_path: str = ""
-    """Chromium executable; empty: Debian's `chromium-headless-shell` where installed, else `chromium` (or `chromium-browser`, `google-chrome`) on PATH, else Playwright's own browser."""
+    """Chromium executable; empty: `$SIDECAR_BROWSER_PATH` when set (the container image sets it), else Debian's `chromium-headless-shell` where installed, else `chromium` (or `chromium-browser`, `google-chrome`) on PATH, else Playwright's own browser."""
     concurrency: int = Field(default=2, ge=1, le=16)
     """Captures running at once (one warm browser, one context each)."""
     timeout: Duration = 20.0

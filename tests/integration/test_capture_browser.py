@@ -376,7 +376,7 @@ async def test_killed_browser_is_relaunched_and_nothing_leaks(env: Env, monkeypa
         assert service.stats()["browser_pid"] not in (None, pid)
         assert restarts(metrics, "crash") == 1 and restarts(metrics, "start") == 1
         markers = service.browser.markers  # the killed browser is already cleaned up
-        assert len(markers) == 2 and workdir not in markers and not os.path.exists(workdir)
+        assert len(markers) == 3 and workdir not in markers and not os.path.exists(workdir)  # dir, profile, session
     finally:
         await closed_and_gone(service)
     assert not service.browser_connected

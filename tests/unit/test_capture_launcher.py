@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.capture import launcher
-from sidecar.capture.launcher import find_browser, is_executable_file, passed_environment
+from sidecar.capture.launcher import configured_browser, find_browser, is_executable_file, passed_environment
 
 ELF = b"\x7fELF\x02\x01\x01" + b"\0" * 57
 
@@ -81,3 +81,17 @@ def test_chromium_sees_locale_and_proxies_but_not_our_secrets(monkeypatch: pytes
     env = passed_environment()
     assert env["LC_TIME"] == "C.UTF-8" and env["HTTPS_PROXY"] == "http://proxy:3128"
     assert "FLASHDUTY_INTEGRATION_KEY" not in env and "GRAFANA_TOKEN" not in env
+
+
+def test_sidecar_browser_path_is_used_when_browser_path_is_empty(
+    no_browsers: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    executable(Path(launcher.DEBIAN_HEADLESS_SHELL))
+    image_browser = executable(tmp_path / "image" / "browser")
+    monkeypatch.delenv("SIDECAR_BROWSER_PATH", raising=False)
+    assert configured_browser("") is None
+    monkeypatch.setenv("SIDECAR_BROWSER_PATH", image_browser)
+    assert configured_browser("") == (image_browser, "$SIDECAR_BROWSER_PATH")
+    assert configured_browser("/opt/chrome/chrome") == ("/opt/chrome/chrome", "capture.browser_path")
+    monkeypatch.setenv("SIDECAR_BROWSER_PATH", "")
+    assert configured_browser("") is None

@@ -294,3 +294,19 @@ async def test_a_browser_path_that_is_no_executable_file_fails_start_in_one_line
         assert service.browser_down_for() == 0.0  # a config error, not a browser that is down
     finally:
         await service.close()
+
+
+async def test_a_sidecar_browser_path_that_is_no_executable_file_fails_start_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = str(tmp_path / "no-such-browser")
+    monkeypatch.setenv("SIDECAR_BROWSER_PATH", missing)  # capture.browser_path is empty
+    service = CaptureService(
+        grafana=GrafanaConfig(url="http://grafana:3000"), capture=CaptureConfig(), metrics=Metrics()
+    )
+    try:
+        with pytest.raises(CaptureError) as info:
+            await service.start()
+        assert str(info.value) == f"$SIDECAR_BROWSER_PATH: {missing} is not an executable file"
+    finally:
+        await service.close()

@@ -182,12 +182,25 @@ def dockerfile_uid() -> int:
     return uid
 
 
-def test_dockerfile_is_multi_stage_on_python_slim() -> None:
+def test_dockerfile_is_multi_stage_on_a_debian_bookworm_base_chosen_at_build_time() -> None:
     froms = instruction("FROM")
     assert len(froms) >= 2, "expected a build stage and a runtime stage"
+    assert all(f.split()[0] == "${BASE}" for f in froms), froms
     args = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in instruction("ARG") if "=" in a}
-    images = [args.get(f.split()[0].strip("${}"), f.split()[0]) for f in froms]
-    assert all(img == "python:3.11-slim-bookworm" for img in images), images
+    # the default is the base deploy/image/build.sh makes with mmdebstrap (debian:bookworm-slim's
+    # content); Python is Debian's python3 (3.11 on bookworm), in both stages
+    assert args["BASE"] == "localhost/flashduty-sidecar-base:bookworm"
+    assert args["BROWSER"] == "chromium-headless-shell"
+    build_installs = " ".join(r for r in instruction("RUN") if "apt-get install" in r)
+    assert "python3-venv" in build_installs
+
+
+def test_the_build_secrets_are_read_by_pip_only_and_never_copied() -> None:
+    (pip,) = [r for r in instruction("RUN") if "pip install" in r]
+    assert "--mount=type=secret,id=ca-bundle" in pip and "--mount=type=secret,id=pip-conf" in pip
+    assert "PIP_CERT=/run/secrets/ca-bundle" in pip and "PIP_CONFIG_FILE=/run/secrets/pip-conf" in pip
+    assert not any("secrets" in a or "pip.conf" in a or ".crt" in a for a in instruction("COPY"))
+    assert not any("PIP_CERT" in k or "PIP_CONFIG" in k for k in dockerfile_env())
 
 
 def test_dockerfile_runs_under_tini_as_a_numeric_non_root_user() -> None:
@@ -217,8 +230,11 @@ def test_dockerfile_installs_chromium_fonts_and_tini_from_debian_and_never_playw
     runs = " ".join(instruction("RUN"))
     assert "playwright install" not in runs.lower()
     installs = " ".join(r for r in last_stage("RUN") if "apt-get install" in r)
-    for package in ("chromium", "fonts-noto-cjk", "fonts-dejavu-core", "fonts-liberation", "tini", "fontconfig"):
+    for package in ("${BROWSER}", "fonts-noto-cjk", "fonts-dejavu-core", "fonts-liberation", "tini", "fontconfig"):
         assert re.search(rf"(?<![\w-]){re.escape(package)}(?![\w-])", installs), f"{package} is not installed"
+    # Playwright's Node driver links libatomic.so.1; the venv's interpreter is Debian's python3
+    for package in ("libatomic1", "python3"):
+        assert re.search(rf"(?<![\w-]){package}(?![\w-])", installs), f"{package} is not installed"
     assert "--no-install-recommends" in installs
     assert "rm -rf /var/lib/apt/lists/*" in installs
 
@@ -229,7 +245,7 @@ def test_dockerfile_environment_fits_a_read_only_root_filesystem() -> None:
     assert env["XDG_CONFIG_HOME"].startswith("/tmp/")
     assert env["XDG_CACHE_HOME"].startswith("/tmp/")
     assert env["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] == "1"
-    assert env["SIDECAR_BROWSER_PATH"] == "/usr/bin/chromium"
+    assert env["SIDECAR_BROWSER_PATH"] == "/usr/local/bin/sidecar-browser"  # a link to ${BROWSER}
     assert exec_form(last_stage("VOLUME")[0]) == [STATE_DIR]
 
 
@@ -474,7 +490,7 @@ def test_writable_paths_are_volumes_and_match_the_config(pod: Pod) -> None:
     assert config_dir["configMap"]["name"] == "flashduty-sidecar-config"
     assert not any("subPath" in m for m in container["volumeMounts"]), "subPath mounts never see ConfigMap updates"
     assert container["args"] == ["run", "-c", "/etc/flashduty-sidecar/config.yaml"]
-    assert cfg.capture.browser_path == "/usr/bin/chromium"
+    assert cfg.capture.browser_path == ""  # the image's $SIDECAR_BROWSER_PATH
     assert cfg.grafana.url == "http://localhost:3000"
 
 
@@ -621,3 +637,16 @@ def test_operations_doc_lists_every_metric_with_its_labels() -> None:
     for name, labels in names.items():
         for label in labels:
             assert f"`{label}`" in rows[name], f"{name}: label {label} not documented"
+
+
+def test_the_manifests_name_the_image_that_build_sh_tags() -> None:
+    """deploy/image/build.sh tags flashduty-sidecar:<version from pyproject.toml>; the base
+    kustomization deploys that name and tag."""
+    script = (ROOT / "deploy/image/build.sh").read_text(encoding="utf-8")
+    assert 'TAG="flashduty-sidecar:$(sed -n \'s/^version = "\\(.*\\)"/\\1/p\' pyproject.toml | head -1)"' in script
+    version = re.search(r'^version = "(.*)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.M)
+    assert version
+    kustomization = yaml.safe_load((ROOT / "deploy/kubernetes/base/kustomization.yaml").read_text(encoding="utf-8"))
+    images = {i["name"]: i for i in kustomization["images"]}
+    assert images["flashduty-sidecar"]["newTag"] == version.group(1)
+    assert "newName" not in images["flashduty-sidecar"]
