@@ -223,7 +223,7 @@ def _capture_table(cap: dict[str, Any]) -> str:
                     fmt(o["p95"]),
                     fmt(res["page_ready_ms"]["p50"]),
                     fmt(res["captures_per_min"], 1),
-                    fmt(sum(res.get("cpu_ms_per_capture", {}).values()) or None),
+                    fmt(float(sum(res.get("cpu_ms_per_capture", {}).values())) or None),
                     f"{res['pictures_drawn']}/{res['captures']}",
                 ]
             )

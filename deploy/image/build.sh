@@ -54,9 +54,10 @@ if [ -z "$BASE" ]; then
       "deb $MIRROR bookworm-updates main" \
       "deb $SECURITY bookworm-security main"
     mv "$tarball.part" "$tarball"
-    buildah rmi "$BASE_IMAGE" >/dev/null 2>&1 || true
+    fresh=1
   fi
-  if ! buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
+  # a new tarball replaces the base under the same name (the old one stays while images use it)
+  if [ -n "${fresh:-}" ] || ! buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
     say "buildah import $tarball as $BASE_IMAGE"
     # buildah has no `import`: a container from scratch with the tarball as its root, committed
     ctr="$(buildah from scratch)"

@@ -269,6 +269,9 @@ async def prove(image: str) -> int:
 def main() -> int:
     version = re.search(r'^version = "(.*)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.M)
     image = sys.argv[1] if len(sys.argv) > 1 else f"localhost/flashduty-sidecar:{version.group(1) if version else '0'}"
+    if os.geteuid() != 0:
+        print("prove.py: needs root (mount, PID and network namespaces, buildah mount)", file=sys.stderr)
+        return 3
     if os.environ.get("SIDECAR_PROVE_NETNS") != "1":  # a network namespace of our own (the pod's)
         env = {**os.environ, "SIDECAR_PROVE_NETNS": "1"}
         argv = [
