@@ -248,6 +248,14 @@ RESTART: dict[str, Any] = {
     "server.listen": "127.0.0.1:1",
     "log.format": "json",
     "state_dir": "${STATE_DIR}/elsewhere",
+    "ha.mode": "kubernetes",
+    "ha.lease_name": "other-lease",
+    "ha.namespace": "other",
+    "ha.identity": "other-pod",
+    "ha.address": "http://127.0.0.1:12",
+    "ha.lease_duration": "20s",
+    "ha.renew_deadline": "5s",
+    "ha.retry_period": "1s",
 }
 
 
