@@ -47,7 +47,11 @@ class HaConfig(StrictModel):
     @field_validator("retry_period")
     @classmethod
     def _below_renew(cls, v: float, info: ValidationInfo) -> float:
-        renew = info.data.get("renew_deadline")
+        renew, lease = info.data.get("renew_deadline"), info.data.get("lease_duration")
         if renew is not None and v >= renew:
             raise ValueError(f"must be less than renew_deadline ({format_duration(renew)})")
+        if renew is None and lease is not None and v >= lease:  # renew_deadline itself was refused
+            raise ValueError(
+                f"must be less than renew_deadline, itself less than lease_duration ({format_duration(lease)})"
+            )
         return v

@@ -201,12 +201,17 @@ async def test_a_webhook_burst_over_both_replicas_is_all_delivered_without_429(t
                     return r.status
 
             statuses = await asyncio.gather(*(post(i) for i in range(n)))
+            # and one through the Alertmanager API, on the follower (Prometheus' alerting.alertmanagers)
+            am = [{"labels": {"alertname": "QueueStuck", "instance": "mq-1"}, "annotations": {"summary": "stuck"}}]
+            async with s.post(follower.url + "/api/v2/alerts", json=am) as r:
+                statuses.append(r.status)
         assert all(200 <= st < 300 for st in statuses), statuses
 
         def delivered() -> int:
             return len({a.labels.get("instance") for a in c.boxes.flashduty.alerts if a.images})
 
         await eventually(lambda: delivered() == n, f"all {n} alerts delivered with their pictures", 120)
+        await eventually(lambda: alerts_of(c, "alertmanager"), "the Alertmanager-API alert delivered", 30)
         fd = c.boxes.flashduty
         assert fd.stats["upload"].rate_limited == 0 and fd.stats["push"].rate_limited == 0
         assert all(status != 429 for _, _, _, status in c.sent())

@@ -252,9 +252,9 @@ RESTART: dict[str, Any] = {
     "ha.mode": "kubernetes",
     "ha.lease_name": "other-lease",
     "ha.namespace": "other",
-    "ha.identity": "other-replica",
+    "ha.identity": "other-pod",
     "ha.address": "http://127.0.0.1:12",
-    "ha.lease_duration": "30s",
+    "ha.lease_duration": "20s",
     "ha.renew_deadline": "5s",
     "ha.retry_period": "1s",
 }

@@ -47,6 +47,10 @@ def test_ha_config_defaults_and_cross_checks() -> None:
     ]
     assert ha_problems("ha:\n  retry_period: 12s\n") == ["ha.retry_period: must be less than renew_deadline (10s)"]
     assert ha_problems("ha:\n  mode: etcd\n")[0].startswith("ha.mode:")
+    assert ha_problems("ha:\n  lease_duration: 5s\n  renew_deadline: 6s\n  retry_period: 7s\n") == [
+        "ha.renew_deadline: must be less than lease_duration (5s)",
+        "ha.retry_period: must be less than renew_deadline, itself less than lease_duration (5s)",
+    ]
 
 
 @pytest.fixture

@@ -1,0 +1,109 @@
+"""A follower's outbox drains into the leader's, over real loopback HTTP (``POST /ha/events``).
+
+The leader's side answers 200 only once every event is durable in its outbox (a second Outbox
+object on the same file sees them), 401 without the token, 503 when it is not leading, 400 for a
+malformed body; the follower acks its rows only after that 200, and keeps them when no leader can
+take them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from sidecar.delivery.outbox import Outbox
+from sidecar.ha.forward import PATH, Forwarder, make_events_handler
+from tests.support.delivery import event
+from tests.support.wait import eventually
+
+TOKEN = "replica-token"
+
+
+class Leader:
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox, self.leading = outbox, True
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post(
+            PATH, make_events_handler(leading=lambda: self.leading, put=self.outbox.put, token=lambda: TOKEN)
+        )
+        return app
+
+
+@pytest.fixture
+async def leader(tmp_path: Path) -> AsyncIterator[tuple[Leader, str]]:
+    box = Outbox(tmp_path / "leader.sqlite3")
+    lead = Leader(box)
+    runner = web.AppRunner(lead.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield lead, f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+        box.close()
+
+
+async def test_the_leader_answers_200_only_once_durable(leader: tuple[Leader, str], tmp_path: Path) -> None:
+    lead, url = leader
+    sent = event(1)
+    body = {"events": [json.loads(sent.to_json())]}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url + PATH, json=body) as r:
+            assert r.status == 401
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with s.post(url + PATH, json={"events": [{"nope": 1}]}, headers=auth) as r:
+            assert r.status == 400
+        lead.leading = False
+        async with s.post(url + PATH, json=body, headers=auth) as r:
+            assert r.status == 503
+        assert lead.outbox.pending_count() == 0
+        lead.leading = True
+        async with s.post(url + PATH, json=body, headers=auth) as r:
+            assert r.status == 200 and (await r.json()) == {"accepted": 1}
+    reopened = Outbox(tmp_path / "leader.sqlite3")  # durable: in the file, not only in memory
+    try:
+        assert reopened.pending_count() == 1
+        item = reopened.claim()
+        assert item is not None and item.event == sent
+    finally:
+        reopened.close()
+
+
+async def test_the_follower_keeps_its_rows_until_a_leader_takes_them(
+    leader: tuple[Leader, str], tmp_path: Path
+) -> None:
+    lead, url = leader
+    mine = Outbox(tmp_path / "follower.sqlite3")
+    target = [""]  # no leader known yet
+    fwd = Forwarder(mine, leader_address=lambda: target[0], token=lambda: TOKEN, timeout=2.0)
+    for i in range(5):
+        mine.put(event(i))
+    task = asyncio.create_task(fwd.run())
+    try:
+        await asyncio.sleep(0.7)
+        assert mine.pending_count() == 5 and mine.in_flight_count() == 0  # nobody to give them to
+        lead.leading = False
+        target[0] = url
+        await eventually(lambda: fwd.last_error is not None, "a 503 from a replica that does not lead", 5)
+        assert mine.pending_count() == 5 and mine.in_flight_count() == 0, "released, not lost"
+        lead.leading = True
+        await eventually(lambda: mine.pending_count() == 0, "forwarded and acked", 10)
+        assert lead.outbox.pending_count() == 5 and fwd.forwarded == 5
+        keys = set()
+        while (item := lead.outbox.claim()) is not None:
+            keys.add(item.event.alert_key)
+        assert keys == {event(i).alert_key for i in range(5)}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        mine.close()
