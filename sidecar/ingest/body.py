@@ -29,7 +29,9 @@ MAX_DEPTH = 64
 MAX_INT_DIGITS = 100
 
 # A JSON string (quotes, escapes) or one structural bracket; strings are skipped when counting depth.
-_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+# Possessive, and an unclosed string runs to the end: one pass over any body (a backtracking
+# pattern re-scanned the rest of the body from every quote of an unclosed string: quadratic).
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.?)*+(?:"|\Z)|[\[\]{}]', re.DOTALL)
 _OPEN = frozenset(b"[{")
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 

@@ -32,6 +32,10 @@ BAD: list[tuple[str, bytes, str]] = [
     ("bad UTF-8", json.dumps(GOOD).encode().replace(b"i-1", b"i-\xff"), "body: not UTF-8"),
     ("lone surrogate", json.dumps(GOOD).replace("i-1", "\\ud800").encode(), "body: a string holds a lone"),
     ("truncated", json.dumps(GOOD).encode()[:-3], "body: not valid JSON"),
+    # an unclosed string of escaped quotes: the depth scan used to re-read the rest of the body from
+    # every quote (quadratic: hours for 1 MiB, the event loop blocked); now one pass
+    ("unclosed string of escapes", b'"' + b'\\"' * 200_000, "body: not valid JSON: Unterminated string"),
+    ("unclosed string ending in a backslash", b'{"a": "' + b"x" * 200_000 + b"\\", "body: not valid JSON"),
     ("label of a wrong type", json.dumps({**GOOD, "alerts": [{**ALERT, "labels": {"a": 1}}]}).encode(), "alerts[0]"),
 ]
 
@@ -74,3 +78,8 @@ async def test_oversized_is_413_and_a_valid_body_still_works(tmp_path: Path) -> 
 def test_a_valid_body_with_a_bom_and_a_surrogate_pair_decodes() -> None:
     doc = decode_json(b"\xef\xbb\xbf" + json.dumps({"a": "\U0001f525", "n": 1.5, "i": 10**50}).encode())
     assert doc == {"a": "\U0001f525", "n": 1.5, "i": 10**50}
+
+
+def test_brackets_and_escaped_quotes_inside_strings_do_not_count_as_nesting() -> None:
+    doc = {"a": "[" * 200, "b": '\\"{' * 100 + "\\", "c": [[["ok"]]]}
+    assert decode_json(json.dumps(doc).encode()) == doc
