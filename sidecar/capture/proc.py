@@ -44,7 +44,9 @@ def session_marker(pid: int) -> str | None:
     """A marker for every process in the session of ``pid`` (a browser's main process); None
     when it is gone."""
     session = _session(pid)
-    return f"{_SESSION}{session}" if session else None
+    if not session or session == _session(os.getpid()):  # a browser not started in its own session:
+        return None  # its session is the sidecar's, whose other processes are not the browser's
+    return f"{_SESSION}{session}"
 
 
 def _session(pid: int) -> int | None:
