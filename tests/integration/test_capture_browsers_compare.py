@@ -2,7 +2,7 @@
 ``capture.browser_path`` prefers) match full ``chromium``'s, pixel by pixel within a tolerance,
 on the sandbox's panels over a fixed time window (the sandbox draws the same data for the same
 window): series, no data, a query error, a legacy dashboard, a whole dashboard, light theme,
-scale 2, a CJK title. Skipped unless both browsers are installed."""
+scale 2 (CJK glyphs are checked on the image, by deploy/image/prove.py). Skipped unless both browsers are installed."""
 
 from __future__ import annotations
 
