@@ -153,6 +153,7 @@ live("server.shutdown_grace", "3s", 3)(lambda w: w.daemon.cfg.server.shutdown_gr
 live("delivery.max_attempts", 4, 4)(lambda w: w.daemon.outbox.max_attempts)
 live("delivery.image_cache_ttl", "2h", 7200)(lambda w: w.daemon.uploader.ttl)
 live("delivery.workers", 2, 2)(lambda w: w.daemon.pipeline.settings.workers)
+live("delivery.shared_pictures", False, False)(lambda w: w.daemon.pipeline.settings.shared_pictures)
 live("delivery.resend_interval", "1m", [60, 60])(
     lambda w: [w.daemon.scheduler.cfg.delivery.resend_interval, w.daemon.cfg.delivery.resend_interval]
 )
