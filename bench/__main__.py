@@ -2,7 +2,7 @@
 
     python -m bench                       everything (about 10–14 min on 2 cores)
     python -m bench --quick               a short smoke run (smaller counts, same code paths)
-    python -m bench --only delivery,e2e   some of: capture, delivery, e2e, memory, sizing, ha
+    python -m bench --only delivery,e2e   some of: capture, delivery, e2e, burst, memory, sizing, ha
     python -m bench --compare-ref REF     also run the capture benchmark on git revision REF
     python -m bench --json PATH           where to write the JSON (default bench/results/latest.json)
 
@@ -23,13 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import capture, delivery, e2e, ha, memory, sizing
+from bench import burst, capture, delivery, e2e, ha, memory, sizing
 from bench.common import ROOT, fmt, load_avg, machine, table
 
 BENCHMARKS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "capture": capture.run,
     "delivery": delivery.run,
     "e2e": e2e.run,
+    "burst": burst.run,
     "memory": memory.run,
     "sizing": sizing.run,
     "ha": ha.run,
@@ -106,6 +107,8 @@ def render(report: dict[str, Any]) -> str:
         parts += ["", _delivery_table(r["delivery"])]
     if "e2e" in r and "error" not in r["e2e"]:
         parts += ["", _e2e_table(r["e2e"])]
+    if "burst" in r and "error" not in r["burst"]:
+        parts += ["", burst.table(r["burst"])]
     if "memory" in r and "error" not in r["memory"]:
         parts += ["", _memory_table(r["memory"])]
     if "sizing" in r and "error" not in r["sizing"]:
@@ -178,6 +181,8 @@ def _headline(results: dict[str, Any]) -> str:
                 _met(dd["uploads_saved"] == expected),
             ]
         )
+    if "alerts" in results.get("burst", {}):
+        rows += burst.headline(results["burst"])
     e = results.get("e2e", {})
     if "summary" in e:
         t = e["summary"]["total_ms"]

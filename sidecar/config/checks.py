@@ -89,6 +89,10 @@ def check_templates(templates: list[tuple[str, str]]) -> list[str]:
     for path, source in templates:
         err = engine.check(source)
         if err is not None:
+            for opening, closing in (("{{", "}}"), ("{%", "%}")):
+                if source.count(opening) > source.count(closing):
+                    err = f"a {opening} without its {closing} ({err})"
+                    break
             problems.append(f"{path}: template syntax error: {err}")
     return problems
 

@@ -8,8 +8,9 @@ when it holds at least two alerts and
 
 * the own pictures its alerts still wait for outnumber the uploads the quota admits before the
   earliest of their deadlines (``UploaderLike.capacity``), or
-* half of a member's budget has passed and its own picture is still not there (captures are
-  what is slow).
+* half of a member's budget has passed, its own picture is still not there and at least
+  ``SLOW_STORM`` alerts of the group wait for theirs (captures are what is slow: one more
+  capture, ranked first, is cheaper than the queue; for two or three alerts it is not).
 
 Then one **shared picture** is taken: the panel of the first member without the variables whose
 values differ between the members (the per-instance ones, ``var-instance=…``), ranked just
@@ -34,7 +35,9 @@ from sidecar.delivery.outbox_db import StoredImage
 from sidecar.delivery.pictures import CaptureLike, PictureSet, UploaderLike
 from sidecar.model import AlertEvent, PanelCapture
 
-__all__ = ["Member", "Storms", "group_key"]
+__all__ = ["SLOW_STORM", "Member", "Storms", "group_key"]
+
+SLOW_STORM = 4
 
 log = logging.getLogger("sidecar.delivery")
 
@@ -177,8 +180,10 @@ class Storms:
         member.timer = None
         for key in member.panels:
             group = self._groups.get(key)
-            if group is not None and group.shared is None and len(group.members) >= 2 and member.waiting_on(key):
-                self._start(group, "half of the image budget gone, own picture not there")
+            if group is None or group.shared is not None or not member.waiting_on(key):
+                continue
+            if sum(1 for m in group.members.values() if m.waiting_on(key)) >= SLOW_STORM:
+                self._start(group, "half of the image budget gone, own pictures not there")
 
     def _start(self, group: _Group, why: str) -> None:
         members = list(group.members.values())

@@ -16,6 +16,7 @@ answer is counted in ``webhook_requests`` by outcome.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -109,6 +110,9 @@ def make_webhook_handler(
                         updated_at=now,
                     )
                 )
+                # each alert is handled whole before this point: let the pipeline start its delivery
+                # (the first capture of a burst) while the rest of the body is being stored
+                await asyncio.sleep(0)
         # The outbox or the state file failed (disk full, locked, closed). Whatever it was, the
         # sender must retry: 503. Events already stored are not repeated (state diff).
         except Exception:

@@ -95,3 +95,24 @@ async def test_alerts_of_different_rules_or_panels_are_not_a_storm(tmp_path: Pat
         srcs = {i["src"] for e in events for ev in h.events(e.alert_key) for i in ev["images"]}
         assert srcs <= {sandbox_key(capture.image_for(f"d{i}")) for i in range(60)}
         assert h.pipeline._storms.started == 0
+
+
+async def test_two_alerts_with_slow_captures_are_not_a_storm(tmp_path: Path) -> None:
+    capture = FakeCapture(delay=1.2, concurrency=1)  # past half the budget, but the quota is free
+    async with harness(tmp_path, capture=capture, budget=2.0) as h:
+        for e in storm(2):
+            h.put(e)
+        await h.drained(timeout=20)
+        assert h.pipeline._storms.started == 0
+        assert all(any(k == "instance" for k, _ in r.vars) for _, r in capture.calls)  # no shared capture
+
+
+async def test_a_storm_slowed_by_captures_gets_its_shared_picture_at_half_the_budget(tmp_path: Path) -> None:
+    capture = FakeCapture(delay=0.5, concurrency=2)  # 8 alerts, 2 at a time: most miss the 2 s budget
+    async with harness(tmp_path, capture=capture, budget=2.0) as h:
+        events = storm(8)
+        for e in events:
+            h.put(e)
+        await h.drained(timeout=30)
+        assert h.pipeline._storms.started == 1
+        assert all(f["images"] for f in first_pushes(h, events))

@@ -39,6 +39,11 @@ def test_a_rule_template_syntax_error_names_its_path(extra: str, path: str) -> N
     assert line.startswith(f"{path}: template syntax error: ")
 
 
+def test_an_unclosed_block_says_so() -> None:
+    (line,) = problems(BASE + RULE + "    title: '{{ $labels.service '\n")
+    assert line.startswith("rules[0].title: template syntax error: a {{ without its }} ("), line
+
+
 def test_panel_vars_and_webhook_panel_vars_are_checked() -> None:
     text = (
         BASE
