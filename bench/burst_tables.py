@@ -13,10 +13,14 @@ def headline(b: dict[str, Any]) -> list[list[str]]:
         rows.append([f"burst, upload-only makespan ÷ T_min, {up['alerts']} pictures, real-time limits",
                      f"{up['makespan_s']:.2f} s ÷ {up['t_min_s']:.0f} s = {up['makespan_over_t_min']:.3f}", "–", "–"])  # fmt: skip
     if e2e:
-        ratio = e2e["makespan_over_t_min"]
-        rows.append([f"burst end to end (webhook → last picture), {e2e['alerts']} alerts, own panels, real captures, ÷ T_min",
-                     f"{e2e['makespan_s']:.2f} s ÷ {e2e['t_min_s']:.0f} s = {ratio:.3f}", "≤ 1.03",
-                     "yes" if ratio <= 1.03 else "**no**"])  # fmt: skip
+        ratio = e2e.get("makespan_over_limits_minimum")
+        if ratio is not None:
+            rows.append([f"burst end to end (webhook → last picture), {e2e['alerts']} alerts, own panels, real captures, "
+                         "÷ the limits' minimum (first capture's end + T_min)",
+                         f"{e2e['makespan_s']:.2f} s ÷ ({e2e['first_capture_s']:.2f} + {e2e['t_min_s']:.0f}) s = {ratio:.3f}",
+                         "≤ 1.03", "yes" if ratio <= 1.03 else "**no**"])  # fmt: skip
+        rows.append(["… ÷ T_min alone (as if the first picture were there at the webhook)",
+                     f"{e2e['makespan_s']:.2f} s ÷ {e2e['t_min_s']:.0f} s = {e2e['makespan_over_t_min']:.3f}", "–", "–"])  # fmt: skip
         rows.append(["… ÷ the earliest the limits allow for the pictures as captured",
                      f"{e2e['makespan_s']:.2f} s ÷ {e2e['capture_bound_s']:.2f} s = {e2e['makespan_over_capture_bound']:.3f}"
                      f" ({e2e['captures_per_s']} captures/s; 30th at {e2e['capture_30th_s']:.1f} s)", "–", "–"])  # fmt: skip
