@@ -53,7 +53,7 @@ from bench.common import find_chromium, find_headless_shell
 from sidecar.config import load_config
 from sidecar.daemon import Daemon
 from sidecar_sandbox.grafana_model import Dashboard, Panel
-from sidecar_sandbox.runner import start_sandboxes
+from sidecar_sandbox.runner import CONFIG_HEAD, start_sandboxes
 
 PARTS = ("upload", "e2e", "storm")
 N = 80
@@ -61,13 +61,9 @@ QUICK_N = 12
 CONCURRENCY = 4
 TIMEOUT = 240.0
 
-CONFIG = """
-flashduty:
-  api_host: ${SANDBOX_FLASHDUTY_URL}
-  integration_key: ${FLASHDUTY_INTEGRATION_KEY}
-grafana:
-  url: ${SANDBOX_GRAFANA_URL}
-  token: ${GRAFANA_TOKEN}
+CONFIG = (
+    CONFIG_HEAD
+    + """\
 capture:
   browser_path: ${CHROMIUM}
   concurrency: %(concurrency)d
@@ -79,6 +75,7 @@ delivery:
 webhook:
   panels: %(panels)s
 """
+)
 STORM_PANELS = '[{dashboard: sandbox, panel: 1, vars: {instance: "{{ $labels.instance }}"}}]'
 
 

@@ -46,20 +46,16 @@ from sidecar.app import Options
 from sidecar.config import load_config
 from sidecar.daemon import Daemon
 from sidecar.model import AlertEvent
-from sidecar_sandbox.runner import start_sandboxes
+from sidecar_sandbox.runner import CONFIG_HEAD, start_sandboxes
 
 PERIOD_S = 1.0  # scrape interval and rule interval
 FULL = {"cycles": 10}
 QUICK = {"cycles": 2}
 STEP_TIMEOUT = 30.0
 
-CONFIG = """
-flashduty:
-  api_host: ${SANDBOX_FLASHDUTY_URL}
-  integration_key: ${FLASHDUTY_INTEGRATION_KEY}
-grafana:
-  url: ${SANDBOX_GRAFANA_URL}
-  token: ${GRAFANA_TOKEN}
+CONFIG = (
+    CONFIG_HEAD
+    + """\
 capture:
   browser_path: ${CHROMIUM}
   timeout: 10s
@@ -80,6 +76,7 @@ rules:
     panels:
       - {dashboard: sandbox, panel: 1, title: Request rate, range: 15m}
 """
+)
 
 
 class Exporter:

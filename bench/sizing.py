@@ -42,20 +42,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.common import find_chromium, free_port
 from sidecar.capture.pool import POOL_IDLE_S
 from sidecar.capture.proc import read_kb
-from sidecar_sandbox.runner import start_sandboxes
+from sidecar_sandbox.runner import CONFIG_HEAD, start_sandboxes
 
 FULL = {"load_s": 60.0, "idle_s": 15.0}
 QUICK = {"load_s": 12.0, "idle_s": 3.0}
 SAMPLE_S = 0.5
 GROUPS = ("python", "node", "chromium")
 
-CONFIG = """
-flashduty:
-  api_host: ${SANDBOX_FLASHDUTY_URL}
-  integration_key: ${FLASHDUTY_INTEGRATION_KEY}
-grafana:
-  url: ${SANDBOX_GRAFANA_URL}
-  token: ${GRAFANA_TOKEN}
+CONFIG = (
+    CONFIG_HEAD
+    + """\
 capture:
   browser_path: ${CHROMIUM}
   cache_ttl: 0s
@@ -76,6 +72,7 @@ rules:
       - {dashboard: sandbox-legacy, panel: 1}
       - {dashboard: sandbox-legacy, width: 1600, height: 900}
 """
+)
 LOAD_SCHEDULE = "every: 5s"
 IDLE_SCHEDULE = 'cron: "0 0 1 1 *"'  # once a year: nothing fires while idle is measured
 

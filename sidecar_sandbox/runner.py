@@ -27,6 +27,18 @@ APP_KEY = "sandbox-app-key"
 GRAFANA_TOKEN = "sandbox-grafana-token"
 
 
+# The first lines of a config that points at the sandboxes (with ``Sandboxes.env()``): Flashduty,
+# and Grafana with its token. Tests and benchmarks append their own capture/server/rules sections.
+CONFIG_HEAD = """\
+flashduty:
+  api_host: ${SANDBOX_FLASHDUTY_URL}
+  integration_key: ${FLASHDUTY_INTEGRATION_KEY}
+grafana:
+  url: ${SANDBOX_GRAFANA_URL}
+  token: ${GRAFANA_TOKEN}
+"""
+
+
 @dataclass
 class Sandboxes:
     flashduty: FlashdutySandbox

@@ -16,7 +16,7 @@ from PIL import Image
 
 from sidecar.config import load_config
 from sidecar.daemon import Daemon
-from sidecar_sandbox.runner import Sandboxes, start_sandboxes
+from sidecar_sandbox.runner import CONFIG_HEAD, Sandboxes, start_sandboxes
 from tests.support.browsers import find_chromium
 from tests.support.wait import wait_for
 
@@ -26,13 +26,9 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: install chromium or set SIDECAR_CHROMIUM"),
 ]
 
-CONFIG = """
-flashduty:
-  api_host: ${SANDBOX_FLASHDUTY_URL}
-  integration_key: ${FLASHDUTY_INTEGRATION_KEY}
-grafana:
-  url: ${SANDBOX_GRAFANA_URL}
-  token: ${GRAFANA_TOKEN}
+CONFIG = (
+    CONFIG_HEAD
+    + """\
 capture:
   browser_path: ${CHROMIUM}
   timeout: 10s
@@ -59,6 +55,7 @@ rules:
     title: Report
     panels: [{dashboard: sandbox, panel: 1, range: 1h}]
 """
+)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from sidecar.app import StartupError
 from sidecar.capture.proc import chromium_processes
 from sidecar.config import load_config
 from sidecar.daemon import Daemon
-from sidecar_sandbox.runner import Sandboxes, start_sandboxes
+from sidecar_sandbox.runner import CONFIG_HEAD, Sandboxes, start_sandboxes
 from tests.support.browsers import find_chromium
 from tests.support.wait import eventually
 
@@ -40,13 +40,9 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: install chromium or set SIDECAR_CHROMIUM"),
 ]
 
-CONFIG = """
-flashduty:
-  api_host: ${SANDBOX_FLASHDUTY_URL}
-  integration_key: ${FLASHDUTY_INTEGRATION_KEY}
-grafana:
-  url: ${SANDBOX_GRAFANA_URL}
-  token: ${GRAFANA_TOKEN}
+CONFIG = (
+    CONFIG_HEAD
+    + """\
 capture:
   browser_path: ${CHROMIUM}
   timeout: 10s
@@ -56,6 +52,7 @@ server:
   listen: ${LISTEN}
 state_dir: ${STATE_DIR}
 """
+)
 
 ALERT = {
     "version": "4",
