@@ -40,9 +40,21 @@ from sidecar.reconcile_job import first_round_delay, reconcile_once
 from sidecar.rules.runner import SinkRefused
 from sidecar.status.provider import EXTRAS
 
-__all__ = ["HA", "Replica", "add_routes", "enabled", "fenced_session", "lease_context", "rule_sink", "run_context"]
+__all__ = [
+    "HA",
+    "Replica",
+    "add_routes",
+    "election_beat",
+    "enabled",
+    "fenced_session",
+    "lease_context",
+    "rule_sink",
+    "run_context",
+]
 
 log = logging.getLogger("sidecar.ha")
+
+ELECTION_ALLOWANCE = 60.0  # seconds without a turn of the election loop before liveness fails
 
 
 class Replica:
@@ -175,10 +187,18 @@ async def run_context(app: web.Application) -> AsyncIterator[None]:
         return
     await replica.start_forwarding()
     job = await app[keys.JOBS].spawn(replica.elector.run(), name="ha-election")
+    allowance = max(ELECTION_ALLOWANCE, 2 * replica.elector.lease_duration)
+    app[keys.HEALTH].add_heartbeat("ha-election", election_beat(replica.elector, lambda: job.closed), allowance)
     yield
+    app[keys.HEALTH].remove("ha-election")
     replica.closing = True
     await job.close()  # steps down (pipeline paused, lease released)
     await replica._stop_forwarding()
+
+
+def election_beat(elector: Elector, ended: Callable[[], bool]) -> Callable[[], float | None]:
+    """The election loop's heartbeat for liveness: a loop that ended (it runs until shutdown) is stalled."""
+    return lambda: 0.0 if ended() else elector.heartbeat
 
 
 def fenced_session(app: web.Application) -> aiohttp.ClientSession | None:

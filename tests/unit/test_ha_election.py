@@ -19,6 +19,8 @@ from sidecar.config import ConfigError, parse_config
 from sidecar.config.ha_schema import HaConfig
 from sidecar.ha.elector import Elector
 from sidecar.ha.lease import LeaderRecord, LeaseError, LeaseLock, connect, now_micro
+from sidecar.ha.replica import election_beat
+from sidecar.health import Health
 from sidecar_sandbox.kube_leases import OPTIMISTIC_LOCK, KubeLeaseSandbox
 
 BASE = "flashduty:\n  integration_key: ${KEY}\n"
@@ -221,3 +223,41 @@ async def test_connect_reads_kubeconfig_like_kubectl(tmp_path: Path, monkeypatch
         monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
         with pytest.raises(LeaseError, match="no Kubernetes API"):
             await connect(HaConfig(mode="kubernetes"))
+
+
+async def test_a_failed_takeover_steps_down_and_the_election_goes_on(
+    api: tuple[KubeLeaseSandbox, kube.ApiClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, c = api
+    clock = Clock()
+    calls: list[str] = []
+
+    async def start() -> None:
+        calls.append("start")
+        if calls.count("start") <= 2:
+            raise RuntimeError("outbox locked")
+
+    async def stop() -> None:
+        calls.append("stop")
+
+    e = elector(lock(c), "a", clock, on_start=start, on_stop=stop)
+    health = Health(clock=clock)
+    task = asyncio.create_task(e.run())
+    health.add_heartbeat("ha-election", election_beat(e, task.done), 60.0)
+    try:
+        while calls.count("start") < 3:
+            await asyncio.sleep(0.01)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not task.done(), "the election must outlive a failed takeover"
+        assert calls[:5] == ["start", "stop", "start", "stop", "start"]
+        assert e.leading and e.may_send() and e.takeover_error is None
+        failures = [r for r in caplog.records if "taking over failed" in r.getMessage() and r.levelname == "ERROR"]
+        assert len(failures) == 1, "logged once, not at every attempt"
+        assert health.liveness()[0]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert task.done()
+    ok, out = health.liveness()
+    assert not ok and out["ha-election"].startswith("stalled"), "an election that ended fails liveness"
