@@ -204,6 +204,13 @@ class Elector:
             if self._on_transition is not None:
                 self._on_transition(before, rec.holder)
 
+    async def look(self) -> None:
+        """Read the Lease once, outside the loop (a replica that stopped: who leads now?)."""
+        with contextlib.suppress(LeaseError):
+            rec = await self._lock.get()
+            if rec is not None and rec != self.observed:
+                self._observe(rec)
+
     async def _release(self) -> None:
         """Give the lease up (client-go ReleaseOnCancel): the next replica need not wait it out.
         Read afresh first: a renewal cancelled mid-flight may have left the read behind."""

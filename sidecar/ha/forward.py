@@ -75,6 +75,32 @@ class Forwarder:
                     if pause:
                         await asyncio.wait_for(self._wake.wait(), pause)
 
+    async def flush(self, within: float, *, look: Callable[[], Awaitable[None]], poll: float) -> int:
+        """Shutdown: hand every row to the leader within ``within`` seconds (``look`` reads the
+        Lease again while none is known); how many rows stay in this replica's outbox."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + within
+        self._outbox.recover()  # nothing of this replica is in flight any more
+        self._outbox.due_now()  # rows waiting out a backoff go too
+        async with aiohttp.ClientSession(timeout=self._timeout) as session:
+            while self._outbox.pending_count() and (left := end - loop.time()) > 0:
+                target = self._address()
+                if not target:
+                    await look()
+                    if not self._address():
+                        await asyncio.sleep(min(poll, max(0.0, end - loop.time())))
+                    continue
+                items = self._claim()
+                if not items:
+                    break
+                try:
+                    ok = await asyncio.wait_for(self._send(session, target, items), left)
+                except TimeoutError:
+                    break
+                if not ok:
+                    await asyncio.sleep(min(BACKOFF, max(0.0, end - loop.time())))
+        return self._outbox.pending_count()
+
     def _claim(self) -> list[OutboxItem]:
         items: list[OutboxItem] = []
         while len(items) < BATCH and (item := self._outbox.claim()) is not None:
