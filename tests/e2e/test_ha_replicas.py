@@ -264,6 +264,32 @@ async def test_sigterm_of_the_leader_with_deliveries_in_flight_delivers_each_exa
         assert "could not be handed to a leader" not in log, log[-3000:]
 
 
+async def test_a_follower_stopping_hands_what_it_holds_to_the_leader(tmp_path: Path) -> None:
+    n = 5
+    async with cluster(tmp_path, CONFIG, env=ENV, query_delay=0.1) as c:
+        leader, follower = await ready(c)
+        c.kube.down = True  # no leader for a while: what the follower takes stays with it
+        await until(lambda: _metric_is(leader, "flashduty_sidecar_leader", 0.0), "the leader steps down", 2 + 5)
+        await asyncio.sleep(LEASE + 1)  # the follower no longer counts on the old lease either
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s:
+            for i in range(n):
+                async with s.post(follower.url + "/webhook/alertmanager", json=webhook_body(i)) as r:
+                    assert r.status == 200, await r.text()
+        await asyncio.sleep(1.0)
+        assert not pushes_by_instance(c) and "forwarded" not in follower.log()
+        follower.signal(signal.SIGTERM)  # while it holds all five
+        await asyncio.sleep(0.5)
+        c.kube.down = False  # the old leader leads again; the stopping follower finds it on the Lease
+        assert follower.proc is not None
+        assert await asyncio.wait_for(follower.proc.wait(), 40) == 0
+        assert "forwarded" in follower.log(), "handed over on the way out"
+        await eventually(lambda: len(pushes_by_instance(c)) == n, f"all {n} delivered by the leader", 60)
+        await asyncio.sleep(2)
+        pushes = pushes_by_instance(c)
+        assert all(count == 1 for count in pushes.values()), f"not exactly once: {pushes}"
+        assert {name for _, _, name, _ in c.sent()} <= {leader.name}
+
+
 async def test_lease_api_unreachable_the_leader_steps_down_and_nobody_sends(tmp_path: Path) -> None:
     async with cluster(tmp_path, CONFIG, env=ENV, query_delay=0.1) as c:
         leader, follower = await ready(c)

@@ -107,3 +107,43 @@ async def test_the_follower_keeps_its_rows_until_a_leader_takes_them(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         mine.close()
+
+
+async def test_flush_on_shutdown_hands_everything_over_within_the_bound(
+    leader: tuple[Leader, str], tmp_path: Path
+) -> None:
+    lead, url = leader
+    mine = Outbox(tmp_path / "follower.sqlite3")
+    target = [""]
+    looks = []
+
+    async def look() -> None:  # reads the Lease: the leader shows up at the second look
+        looks.append(1)
+        if len(looks) >= 2:
+            target[0] = url
+
+    fwd = Forwarder(mine, leader_address=lambda: target[0], token=lambda: TOKEN, timeout=2.0)
+    try:
+        for i in range(3):
+            mine.put(event(i))
+        claimed = mine.claim()  # a claim of a job that was just cancelled
+        assert claimed is not None
+        mine.fail(claimed.id, "timeout", retryable=True)  # and a row waiting out a backoff: it goes too
+        assert await fwd.flush(5.0, look=look, poll=0.05) == 0
+        assert lead.outbox.pending_count() == 3 and len(looks) == 2
+
+        mine.put(event(9))
+        target[0], looks[:] = "", []
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await fwd.flush(0.3, look=look_nowhere, poll=0.05) == 1, "no leader: it stays here"
+        assert loop.time() - started < 1.0
+        lead.leading = False  # a leader that does not take them: they stay too
+        target[0] = url
+        assert await fwd.flush(0.5, look=look_nowhere, poll=0.05) == 1 and mine.in_flight_count() == 0
+    finally:
+        mine.close()
+
+
+async def look_nowhere() -> None:
+    return None
