@@ -119,6 +119,7 @@ class Replica:
             leader_address=lambda: self.elector.leader_address,
             token=lambda: _token(self._app),
             timeout=self._app[keys.CURRENT].config.flashduty.timeout,
+            max_body=self._app[keys.CURRENT].config.server.webhook_max_body,  # the leader's limit too
         )
 
     async def shutdown(self, election: aiojobs.Job[None]) -> None:
