@@ -17,8 +17,9 @@ is split in halves down to the single event it refuses, which is dead-lettered w
 leader's answer (``sidecar dead-letters``): one bad event never blocks the ones behind it.
 
 So every accepted event is delivered by the one leader, through its one upload queue: across
-replicas the account's upload limit is never exceeded. The endpoint takes the webhook token
-(``server.webhook_token``) when one is set; a replica that is not leading answers 503.
+replicas the account's upload limit is never exceeded. The endpoint requires the webhook token
+(``server.webhook_token``, which ``ha.mode: kubernetes`` makes mandatory; compared in constant
+time), and refuses everything when none is set; a replica that is not leading answers 503.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import aiohttp
 from aiohttp import web
 
 from sidecar.delivery.outbox import Outbox, OutboxItem
+from sidecar.ingest.request import authorized
 from sidecar.model import AlertEvent
 
 __all__ = ["BATCH", "Forwarder", "make_events_handler"]
@@ -187,7 +189,7 @@ def make_events_handler(
 
     async def handler(request: web.Request) -> web.Response:
         expected = token()
-        if expected and request.headers.get("Authorization", "") != f"Bearer {expected}":
+        if not expected or not authorized(request, expected):  # no token configured: nobody may inject
             return web.json_response({"error": "unauthorized"}, status=401)
         if not leading():
             return web.json_response({"error": "this replica is not the leader"}, status=503)

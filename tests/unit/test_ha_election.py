@@ -41,9 +41,16 @@ def test_ha_config_defaults_and_cross_checks() -> None:
     assert cfg.ha.mode == "none" and cfg.ha.lease_name == "flashduty-sidecar"
     assert (cfg.ha.lease_duration, cfg.ha.renew_deadline, cfg.ha.retry_period) == (15.0, 10.0, 2.0)
     ok = parse_config(
-        BASE + "ha:\n  mode: kubernetes\n  namespace: ${POD_NAMESPACE:-}\n  identity: ${POD_NAME:-}\n", env=ENV
+        BASE + "server:\n  webhook_token: ${KEY}\n"
+        "ha:\n  mode: kubernetes\n  namespace: ${POD_NAMESPACE:-}\n  identity: ${POD_NAME:-}\n",
+        env=ENV,
     )
     assert ok.ha.mode == "kubernetes" and ok.ha.namespace == "" and ok.ha.identity == ""
+    # /ha/events takes AlertEvents as they are: with HA, a token is required
+    assert ha_problems("server:\n  webhook_token: ${T:-}\nha:\n  mode: kubernetes\n") == [
+        "server.webhook_token: required with ha.mode: kubernetes (replicas forward alerts to the"
+        " leader's POST /ha/events with it; without it anyone reaching the port could inject alerts)"
+    ]
     assert ha_problems("ha:\n  lease_duration: 10s\n  renew_deadline: 10s\n") == [
         "ha.renew_deadline: must be less than lease_duration (10s)"
     ]

@@ -61,6 +61,8 @@ async def test_the_leader_answers_200_only_once_durable(leader: tuple[Leader, st
     async with aiohttp.ClientSession() as s:
         async with s.post(url + PATH, json=body) as r:
             assert r.status == 401
+        async with s.post(url + PATH, json=body, headers={"Authorization": f"Bearer {TOKEN}x"}) as r:
+            assert r.status == 401
         auth = {"Authorization": f"Bearer {TOKEN}"}
         async with s.post(url + PATH, json={"events": [{"nope": 1}]}, headers=auth) as r:
             assert r.status == 400
@@ -215,4 +217,25 @@ async def test_an_oversized_or_refused_event_is_dead_lettered_and_never_blocks_t
         assert fwd.forwarded == 30
     finally:
         mine.close()
+        box.close()
+
+
+async def test_without_a_token_the_leader_takes_nothing(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "leader.sqlite3")
+    app = web.Application()
+    app.router.add_post(PATH, make_events_handler(leading=lambda: True, put=box.put, token=lambda: None))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        async with aiohttp.ClientSession() as s:
+            for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer anything"}):
+                body = {"events": [json.loads(event(1).to_json())]}
+                async with s.post(f"http://{host}:{port}{PATH}", json=body, headers=headers) as r:
+                    assert r.status == 401, headers
+        assert box.pending_count() == 0
+    finally:
+        await runner.cleanup()
         box.close()
