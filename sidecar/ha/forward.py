@@ -14,7 +14,7 @@ dropped: the alert went out, the pictures are best effort.
 A batch holds at most ``BATCH`` events and stays below the leader's body limit
 (``server.webhook_max_body``). One the leader refuses as it is (413 too large, 400/422 malformed)
 is split in halves down to the single event it refuses, which is dead-lettered with the
-leader's answer (``sidecar dead-letters``): one bad event never blocks the ones behind it.
+leader's answer (``flashduty-sidecar dead-letters``): one bad event never blocks the ones behind it.
 
 So every accepted event is delivered by the one leader, through its one upload queue: across
 replicas the account's upload limit is never exceeded. The endpoint requires the webhook token
