@@ -36,6 +36,7 @@ capture:
   browser_path: ${CHROMIUM}
 server:
   listen: 127.0.0.1:${PORT}
+  webhook_token: ${WEBHOOK_TOKEN}
 state_dir: ${STATE_DIR}
 log:
   format: text
@@ -86,7 +87,9 @@ async def run(*, quick: bool, log: Any = print) -> dict[str, Any]:
         raise RuntimeError("no Chromium (SIDECAR_CHROMIUM, or chromium on PATH)")
     samples: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-ha-") as tmp:
-        async with cluster(Path(tmp), CONFIG, env={"CHROMIUM": chromium}, query_delay=0.1) as c:
+        async with cluster(
+            Path(tmp), CONFIG, env={"CHROMIUM": chromium, "WEBHOOK_TOKEN": "bench-token"}, query_delay=0.1
+        ) as c:
             leader = await c.wait_leader(timeout=60)
             c.boxes.prometheus.value = 10
             while not c.boxes.flashduty.alerts:

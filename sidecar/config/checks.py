@@ -3,7 +3,8 @@
 Datasource names unique, rule names unique and not reserved (``RESERVED_RULE_NAMES``), each rule
 given what its source needs and nothing it ignores (``expr``, ``datasource``, ``cron``, ``every``,
 ``for``), cron expressions valid in ``grafana.timezone``, every template (title, description, labels,
-annotations, panel vars; of ``rule_files`` rules too, and of the webhook's panels) compiled. They run even when other parts of the
+annotations, panel vars; of ``rule_files`` rules too, and of the webhook's panels) compiled;
+``server.webhook_token`` set with ``ha.mode: kubernetes`` (it guards ``POST /ha/events``). They run even when other parts of the
 file failed, on every rule that parsed, so that all problems are reported at once.
 """
 
@@ -37,6 +38,11 @@ def cross_checks(raw: dict[str, Any], cfg: Config | None, *, own_rules: int | No
         for i, d in enumerate(cfg.datasources):
             if d.bearer_token is not None and d.basic_auth is not None:
                 problems.append(f"datasources[{i}]: set either bearer_token or basic_auth, not both")
+    if cfg is not None and cfg.ha.mode == "kubernetes" and cfg.server.webhook_token is None:
+        problems.append(
+            "server.webhook_token: required with ha.mode: kubernetes (replicas forward alerts to the"
+            " leader's POST /ha/events with it; without it anyone reaching the port could inject alerts)"
+        )
     tz = cfg.grafana.timezone if cfg is not None else "UTC"
     raw_rules: list[Any] = raw["rules"] if isinstance(raw.get("rules"), list) else []
     names: dict[str, int] = {}

@@ -137,7 +137,7 @@ class ServerConfig(StrictModel):
     listen: str = "0.0.0.0:9464"
     """Address of `/healthz`, `/readyz`, `/metrics`, `/webhook/alertmanager` and the Alertmanager API (`/api/v2/alerts`, `/api/v2/status`)."""
     webhook_token: SecretStr | None = None
-    """When set, `POST /webhook/alertmanager` and `/api/v2/*` need `Authorization: Bearer <token>`, or basic auth with the token as password (any user name). Secret."""
+    """When set, `POST /webhook/alertmanager` and `/api/v2/*` need `Authorization: Bearer <token>`, or basic auth with the token as password (any user name). Required with `ha.mode: kubernetes`: it also guards `POST /ha/events`, where replicas forward alerts to the leader. Secret."""
     webhook_max_body: int = Field(default=1024 * 1024, ge=1024)
     """Largest body accepted on `/webhook/alertmanager` and `/api/v2/alerts`, in bytes (larger: 413)."""
     shutdown_grace: Duration = 20.0

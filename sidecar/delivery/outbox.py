@@ -180,6 +180,11 @@ class Outbox:
             log.info("outbox: released %d claim(s) left by the previous run; they will be sent again", n)
         return n
 
+    def due_now(self) -> None:
+        """Every waiting row due now (a replica handing its outbox over to the leader)."""
+        with self._db.tx(durable=False):
+            self._db.execute("UPDATE events SET next_attempt_at = ? WHERE next_attempt_at > ?", (self._clock(),) * 2)
+
     def claim(self) -> OutboxItem | None:
         """The most urgent due row whose alert_key is not in flight, now leased to the caller."""
         now = self._clock()

@@ -13,6 +13,9 @@
   stopped sending before any other replica may take the lease, even one frozen by SIGSTOP and
   woken after another took over: it is fenced before its first step.
 * on a clean stop the leader releases the Lease (empty holder), so a follower takes over at once.
+* a takeover that fails (``on_start`` raises) is logged once; the replica steps down, releases
+  the Lease and keeps campaigning. The loop beats ``heartbeat`` every turn: a loop that died or
+  hangs fails liveness (``replica.run_context``), it does not leave a healthy replica that never leads.
 
 kubernetes_asyncio ships a ``leaderelection`` port, but it keeps no ``leaseTransitions``, runs one
 term only and measures with the wall clock: this is the client-go loop, over ``lease.LeaseLock``.
@@ -62,6 +65,8 @@ class Elector:
         self.leading = False
         self.renewed_at = -math.inf  # when the last successful write started
         self.last_error: str | None = None
+        self.takeover_error: str | None = None  # the last failed takeover (logged once), until one succeeds
+        self.heartbeat: float | None = None  # clock of the loop's last turn (liveness: ``HEARTBEAT_ALLOWANCE``)
 
     # ------------------------------------------------------------------ what the others read
 
@@ -92,7 +97,18 @@ class Elector:
                 await self._acquire()
                 self.leading = True
                 log.info("became the leader of lease %s", self._lock.describe(), extra={"identity": self.identity})
-                await self._on_start()
+                try:
+                    await self._on_start()
+                except Exception as e:  # a failed takeover: step down (the lease goes) and try again
+                    if self.takeover_error is None:
+                        log.exception("taking over failed; stepping down", extra={"identity": self.identity})
+                    self.takeover_error = f"{type(e).__name__}: {e}"
+                    await self._step_down(f"taking over failed: {self.takeover_error}")
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self._release(), self.retry_period)
+                    await self._sleep(self.retry_period)
+                    continue
+                self.takeover_error = None
                 await self._renew()
                 await self._step_down("could not renew the lease within renew_deadline")
         finally:
@@ -103,10 +119,13 @@ class Elector:
 
     async def _acquire(self) -> None:
         while not await self.try_acquire_or_renew():
+            self.heartbeat = self._clock()
             await self._sleep(self.retry_period)
+        self.heartbeat = self._clock()
 
     async def _renew(self) -> None:
         while True:
+            self.heartbeat = self._clock()
             await self._sleep(self.retry_period)
             while True:
                 remaining = self.renewed_at + self.renew_deadline - self._clock()
@@ -184,6 +203,13 @@ class Elector:
             )  # fmt: skip
             if self._on_transition is not None:
                 self._on_transition(before, rec.holder)
+
+    async def look(self) -> None:
+        """Read the Lease once, outside the loop (a replica that stopped: who leads now?)."""
+        with contextlib.suppress(LeaseError):
+            rec = await self._lock.get()
+            if rec is not None and rec != self.observed:
+                self._observe(rec)
 
     async def _release(self) -> None:
         """Give the lease up (client-go ReleaseOnCancel): the next replica need not wait it out.

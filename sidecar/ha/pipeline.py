@@ -4,7 +4,8 @@
 again: ``resume`` when this replica becomes the leader, ``pause`` when it stops leading. Pausing
 cancels the deliveries, follow-up waits and picture drains in flight at once (grace 0): their
 claims go back to the outbox with what was already uploaded, so nothing is lost, and nothing of
-this replica reaches Flashduty once another may lead. While paused it counts as alive for the
+this replica reaches Flashduty once another may lead. A shutdown instead drains with ``stop(grace)``
+while this replica still leads (``Replica.shutdown``). While paused it counts as alive for the
 liveness probe (a follower is healthy).
 """
 

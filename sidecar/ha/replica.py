@@ -15,6 +15,10 @@
 * **received alerts** (webhook, Alertmanager API) are durable before 2xx on any replica; a follower
   forwards them to the leader (``forward.py``).
 * **reconcile** (with ``app_key``) runs on each takeover, not at every replica's start.
+* **shutdown** (``Replica.shutdown``): a leader drains for ``server.shutdown_grace`` while still
+  leading, releases the Lease, then forwards what is left to the next leader (for up to
+  ``ha.renew_deadline``); a follower forwards what it holds (for up to ``server.shutdown_grace``).
+  What no leader took stays in the outbox, for this replica's next start with the same state_dir.
 
 ``flashduty_sidecar_leader`` is 1 while ``may_send()``; every change of the holder is counted and
 logged once (``elector``). ``/readyz`` does not depend on any of this.
@@ -40,9 +44,21 @@ from sidecar.reconcile_job import first_round_delay, reconcile_once
 from sidecar.rules.runner import SinkRefused
 from sidecar.status.provider import EXTRAS
 
-__all__ = ["HA", "Replica", "add_routes", "enabled", "fenced_session", "lease_context", "rule_sink", "run_context"]
+__all__ = [
+    "HA",
+    "Replica",
+    "add_routes",
+    "election_beat",
+    "enabled",
+    "fenced_session",
+    "lease_context",
+    "rule_sink",
+    "run_context",
+]
 
 log = logging.getLogger("sidecar.ha")
+
+ELECTION_ALLOWANCE = 60.0  # seconds without a turn of the election loop before liveness fails
 
 
 class Replica:
@@ -63,6 +79,8 @@ class Replica:
     async def start_leading(self) -> None:
         from sidecar import app as keys
 
+        if self.closing:
+            return  # re-elected while draining for shutdown: nothing starts again
         await self._stop_forwarding()
         await self._app[keys.PIPELINE].resume()  # type: ignore[attr-defined]
         resent = self._app[keys.SCHEDULER].resend_firing()  # sent by the next evaluation of each rule
@@ -90,14 +108,44 @@ class Replica:
 
         if self._forward_job is not None:
             return
-        cfg = self._app[keys.CURRENT].config
-        self.forwarder = Forwarder(
+        self.forwarder = self._forwarder()
+        self._forward_job = await self._app[keys.JOBS].spawn(self.forwarder.run(), name="ha-forward")
+
+    def _forwarder(self) -> Forwarder:
+        from sidecar import app as keys
+
+        return Forwarder(
             self._app[keys.OUTBOX],
             leader_address=lambda: self.elector.leader_address,
             token=lambda: _token(self._app),
-            timeout=cfg.flashduty.timeout,
+            timeout=self._app[keys.CURRENT].config.flashduty.timeout,
+            max_body=self._app[keys.CURRENT].config.server.webhook_max_body,  # the leader's limit too
         )
-        self._forward_job = await self._app[keys.JOBS].spawn(self.forwarder.run(), name="ha-forward")
+
+    async def shutdown(self, election: aiojobs.Job[None]) -> None:
+        """SIGTERM: a leader drains its deliveries while it still leads (the election keeps renewing,
+        so the fence holds), then the Lease is released; what is left goes to the next leader."""
+        from sidecar import app as keys
+
+        self.closing = True
+        cfg = self._app[keys.CURRENT].config
+        if self.elector.may_send():
+            await self._app[keys.PIPELINE].stop(cfg.server.shutdown_grace)
+            within = cfg.ha.renew_deadline  # the next leader takes the released Lease within retry_period
+        else:
+            within = cfg.server.shutdown_grace
+        await election.close()  # a leader steps down and releases the Lease
+        await self._stop_forwarding()
+        outbox = self._app[keys.OUTBOX]
+        if not outbox.pending_count():
+            return
+        left = await self._forwarder().flush(within, look=self.elector.look, poll=self.elector.retry_period)
+        if left:
+            log.warning(
+                "shutting down: %d event(s) could not be handed to a leader within %gs; they stay in this"
+                " replica's outbox (state_dir) and are sent when it starts again with it",
+                left, within, extra={"events": left},
+            )  # fmt: skip
 
     async def _stop_forwarding(self) -> None:
         if self._forward_job is not None:
@@ -175,10 +223,16 @@ async def run_context(app: web.Application) -> AsyncIterator[None]:
         return
     await replica.start_forwarding()
     job = await app[keys.JOBS].spawn(replica.elector.run(), name="ha-election")
+    allowance = max(ELECTION_ALLOWANCE, 2 * replica.elector.lease_duration)
+    app[keys.HEALTH].add_heartbeat("ha-election", election_beat(replica.elector, lambda: job.closed), allowance)
     yield
-    replica.closing = True
-    await job.close()  # steps down (pipeline paused, lease released)
-    await replica._stop_forwarding()
+    app[keys.HEALTH].remove("ha-election")
+    await replica.shutdown(job)
+
+
+def election_beat(elector: Elector, ended: Callable[[], bool]) -> Callable[[], float | None]:
+    """The election loop's heartbeat for liveness: a loop that ended (it runs until shutdown) is stalled."""
+    return lambda: 0.0 if ended() else elector.heartbeat
 
 
 def fenced_session(app: web.Application) -> aiohttp.ClientSession | None:

@@ -9,6 +9,7 @@ log (each replica names itself in its User-Agent). Timing: lease 3 s, renew dead
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 import time
@@ -173,31 +174,33 @@ async def test_sigstop_until_the_lease_expires_then_sigcont_never_two_senders(tm
         assert "stopped leading" in leader.log()
 
 
+def webhook_body(i: int) -> dict[str, object]:
+    """An Alertmanager webhook (the v4 payload of alertmanager's notify/webhook) of one alert."""
+    return {
+        "version": "4", "groupKey": f"{{}}:{{i={i}}}", "status": "firing", "receiver": "flashduty",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "DiskFull", "instance": f"db-{i}", "severity": "critical"},
+            "annotations": {"grafana_dashboard_uid": "sandbox", "grafana_panel_id": "1"},
+            "startsAt": f"2026-11-23T{i // 60:02d}:{i % 60:02d}:00Z",  # a window of its own: its own picture
+            "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": f"{i:016x}",
+        }],
+    }  # fmt: skip
+
+
 async def test_a_webhook_burst_over_both_replicas_is_all_delivered_without_429(tmp_path: Path) -> None:
     n = 24
     async with cluster(tmp_path, CONFIG, env=ENV, query_delay=0.1) as c:
         leader, follower = await ready(c)
 
-        def body(i: int) -> dict[str, object]:
-            return {
-                "version": "4", "groupKey": f"{{}}:{{i={i}}}", "status": "firing", "receiver": "flashduty",
-                "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
-                "externalURL": "http://alertmanager:9093",
-                "alerts": [{
-                    "status": "firing",
-                    "labels": {"alertname": "DiskFull", "instance": f"db-{i}", "severity": "critical"},
-                    "annotations": {"grafana_dashboard_uid": "sandbox", "grafana_panel_id": "1"},
-                    "startsAt": f"2026-11-23T{i // 60:02d}:{i % 60:02d}:00Z",  # a window of its own: its own picture
-                    "endsAt": "0001-01-01T00:00:00Z",
-                    "fingerprint": f"{i:016x}",
-                }],
-            }  # fmt: skip
-
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s:
 
             async def post(i: int) -> int:
                 target = (leader, follower)[i % 2]
-                async with s.post(target.url + "/webhook/alertmanager", json=body(i)) as r:
+                async with s.post(target.url + "/webhook/alertmanager", json=webhook_body(i)) as r:
                     return r.status
 
             statuses = await asyncio.gather(*(post(i) for i in range(n)))
@@ -218,6 +221,76 @@ async def test_a_webhook_burst_over_both_replicas_is_all_delivered_without_429(t
         assert {name for _, _, name, _ in c.sent()} == {leader.name}, "only the leader uploads and pushes"
         assert fd.stats["upload"].processed >= 10, "the burst did not exercise the upload queue"
         assert "forwarded" in follower.log()
+
+
+def pushes_by_instance(c: Cluster) -> Counter[str]:
+    """Events Flashduty took per webhook instance: merged into an alert, or discarded as a repeat."""
+    n: Counter[str] = Counter()
+    for a in c.boxes.flashduty.alerts:
+        if a.labels.get("alertname") == "DiskFull":
+            n[a.labels["instance"]] += len(a.events)
+    for d in c.boxes.flashduty.book.discarded:
+        labels = d["payload"].get("labels") or {}
+        if labels.get("alertname") == "DiskFull":
+            n[labels["instance"]] += 1
+    return n
+
+
+async def test_sigterm_of_the_leader_with_deliveries_in_flight_delivers_each_exactly_once(tmp_path: Path) -> None:
+    """A rolling update: the leader drains while it still leads, then hands the rest over."""
+    n = 12
+    config = CONFIG.replace(
+        "  webhook_token: ${WEBHOOK_TOKEN}\n", "  webhook_token: ${WEBHOOK_TOKEN}\n  shutdown_grace: 4s\n"
+    )
+    async with cluster(tmp_path, config, env=ENV, query_delay=3.0) as c:  # every capture takes 3 s
+        leader, follower = await ready(c)
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s:
+            for i in range(n):
+                async with s.post(leader.url + "/webhook/alertmanager", json=webhook_body(i)) as r:
+                    assert r.status == 200, await r.text()
+        await asyncio.sleep(0.5)  # captures under way, nothing pushed yet
+        assert not pushes_by_instance(c)
+        c.boxes.flashduty.add_fault("status", endpoint="push", status=500, count=3)  # a few fail during the drain
+        leader.signal(signal.SIGTERM)
+        assert leader.proc is not None
+        assert await asyncio.wait_for(leader.proc.wait(), 30) == 0
+        await eventually(lambda: len(pushes_by_instance(c)) == n, f"all {n} delivered", 60)
+        await asyncio.sleep(3)
+        pushes = pushes_by_instance(c)
+        assert all(count == 1 for count in pushes.values()), f"not exactly once: {pushes}"
+        by = {name for _, ep, name, st in c.sent("push") if st == 200}
+        assert by == {leader.name, follower.name}, "the old leader delivered during its drain, the new one the rest"
+        # the three pushes that failed were not retried by the draining leader: handed over
+        assert re.search(r"forwarded \d+ event\(s\) to the leader", leader.log()), leader.log()[-3000:]
+        assert c.holder() == follower.name
+        log = leader.log()
+        assert "could not be handed to a leader" not in log, log[-3000:]
+
+
+async def test_a_follower_stopping_hands_what_it_holds_to_the_leader(tmp_path: Path) -> None:
+    n = 5
+    async with cluster(tmp_path, CONFIG, env=ENV, query_delay=0.1) as c:
+        leader, follower = await ready(c)
+        c.kube.down = True  # no leader for a while: what the follower takes stays with it
+        await until(lambda: _metric_is(leader, "flashduty_sidecar_leader", 0.0), "the leader steps down", 2 + 5)
+        await asyncio.sleep(LEASE + 1)  # the follower no longer counts on the old lease either
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s:
+            for i in range(n):
+                async with s.post(follower.url + "/webhook/alertmanager", json=webhook_body(i)) as r:
+                    assert r.status == 200, await r.text()
+        await asyncio.sleep(1.0)
+        assert not pushes_by_instance(c) and "forwarded" not in follower.log()
+        follower.signal(signal.SIGTERM)  # while it holds all five
+        await asyncio.sleep(0.5)
+        c.kube.down = False  # the old leader leads again; the stopping follower finds it on the Lease
+        assert follower.proc is not None
+        assert await asyncio.wait_for(follower.proc.wait(), 40) == 0
+        assert "forwarded" in follower.log(), "handed over on the way out"
+        await eventually(lambda: len(pushes_by_instance(c)) == n, f"all {n} delivered by the leader", 60)
+        await asyncio.sleep(2)
+        pushes = pushes_by_instance(c)
+        assert all(count == 1 for count in pushes.values()), f"not exactly once: {pushes}"
+        assert {name for _, _, name, _ in c.sent()} <= {leader.name}
 
 
 async def test_lease_api_unreachable_the_leader_steps_down_and_nobody_sends(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from sidecar.cli import build_parser, main
-from sidecar.config import Config, ServerConfig, parse_config
+from sidecar.config import Config, ConfigError, ServerConfig, parse_config
 from sidecar.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -470,6 +470,7 @@ def test_grace_period_outlasts_the_shutdown_drain(pod: Pod) -> None:
     assert grace > pod.cfg.server.shutdown_grace
     assert grace > ServerConfig().shutdown_grace
     if pod.cfg.ha.mode == "kubernetes":  # replicas elect one sender: rolling updates are safe
+        assert grace > pod.cfg.server.shutdown_grace + pod.cfg.ha.renew_deadline, "the drain, then the hand-over"
         assert pod.deployment["spec"]["strategy"]["type"] == "RollingUpdate"
         assert pod.deployment["spec"]["replicas"] >= 2
     else:  # two sidecars would both send
@@ -583,6 +584,11 @@ def test_ha_example_grants_the_lease_only_and_gives_the_token_to_the_sidecar_alo
         for e in sidecar_container(deployment)["env"]
     }
     assert env["POD_NAME"] == "metadata.name" and env["POD_NAMESPACE"] == "metadata.namespace"
+    token = next(e for e in sidecar_container(deployment)["env"] if e["name"] == "SIDECAR_WEBHOOK_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"]["optional"] is False, "required with ha (/ha/events)"
+    assert one(docs, "Secret", SIDECAR)["stringData"]["SIDECAR_WEBHOOK_TOKEN"], "a placeholder to replace"
+    with pytest.raises(ConfigError, match=r"server\.webhook_token: required with ha\.mode: kubernetes"):
+        parse_config(config_text(docs), env={k: v for k, v in PLACEHOLDER_ENV.items() if k != "SIDECAR_WEBHOOK_TOKEN"})
     cfg = parse_config(config_text(docs), env={**PLACEHOLDER_ENV, "POD_NAME": "grafana-0", "POD_NAMESPACE": "obs"})
     assert cfg.ha.mode == "kubernetes" and cfg.ha.identity == "grafana-0" and cfg.ha.namespace == "obs"
     assert cfg.ha.renew_deadline < cfg.ha.lease_duration and cfg.ha.retry_period < cfg.ha.renew_deadline

@@ -19,6 +19,8 @@ from sidecar.config import ConfigError, parse_config
 from sidecar.config.ha_schema import HaConfig
 from sidecar.ha.elector import Elector
 from sidecar.ha.lease import LeaderRecord, LeaseError, LeaseLock, connect, now_micro
+from sidecar.ha.replica import election_beat
+from sidecar.health import Health
 from sidecar_sandbox.kube_leases import OPTIMISTIC_LOCK, KubeLeaseSandbox
 
 BASE = "flashduty:\n  integration_key: ${KEY}\n"
@@ -39,9 +41,16 @@ def test_ha_config_defaults_and_cross_checks() -> None:
     assert cfg.ha.mode == "none" and cfg.ha.lease_name == "flashduty-sidecar"
     assert (cfg.ha.lease_duration, cfg.ha.renew_deadline, cfg.ha.retry_period) == (15.0, 10.0, 2.0)
     ok = parse_config(
-        BASE + "ha:\n  mode: kubernetes\n  namespace: ${POD_NAMESPACE:-}\n  identity: ${POD_NAME:-}\n", env=ENV
+        BASE + "server:\n  webhook_token: ${KEY}\n"
+        "ha:\n  mode: kubernetes\n  namespace: ${POD_NAMESPACE:-}\n  identity: ${POD_NAME:-}\n",
+        env=ENV,
     )
     assert ok.ha.mode == "kubernetes" and ok.ha.namespace == "" and ok.ha.identity == ""
+    # /ha/events takes AlertEvents as they are: with HA, a token is required
+    assert ha_problems("server:\n  webhook_token: ${T:-}\nha:\n  mode: kubernetes\n") == [
+        "server.webhook_token: required with ha.mode: kubernetes (replicas forward alerts to the"
+        " leader's POST /ha/events with it; without it anyone reaching the port could inject alerts)"
+    ]
     assert ha_problems("ha:\n  lease_duration: 10s\n  renew_deadline: 10s\n") == [
         "ha.renew_deadline: must be less than lease_duration (10s)"
     ]
@@ -221,3 +230,41 @@ async def test_connect_reads_kubeconfig_like_kubectl(tmp_path: Path, monkeypatch
         monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
         with pytest.raises(LeaseError, match="no Kubernetes API"):
             await connect(HaConfig(mode="kubernetes"))
+
+
+async def test_a_failed_takeover_steps_down_and_the_election_goes_on(
+    api: tuple[KubeLeaseSandbox, kube.ApiClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, c = api
+    clock = Clock()
+    calls: list[str] = []
+
+    async def start() -> None:
+        calls.append("start")
+        if calls.count("start") <= 2:
+            raise RuntimeError("outbox locked")
+
+    async def stop() -> None:
+        calls.append("stop")
+
+    e = elector(lock(c), "a", clock, on_start=start, on_stop=stop)
+    health = Health(clock=clock)
+    task = asyncio.create_task(e.run())
+    health.add_heartbeat("ha-election", election_beat(e, task.done), 60.0)
+    try:
+        while calls.count("start") < 3:
+            await asyncio.sleep(0.01)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not task.done(), "the election must outlive a failed takeover"
+        assert calls[:5] == ["start", "stop", "start", "stop", "start"]
+        assert e.leading and e.may_send() and e.takeover_error is None
+        failures = [r for r in caplog.records if "taking over failed" in r.getMessage() and r.levelname == "ERROR"]
+        assert len(failures) == 1, "logged once, not at every attempt"
+        assert health.liveness()[0]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert task.done()
+    ok, out = health.liveness()
+    assert not ok and out["ha-election"].startswith("stalled"), "an election that ended fails liveness"
