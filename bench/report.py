@@ -101,6 +101,17 @@ def _headline(results: dict[str, Any]) -> str:
         )
     if "alerts" in results.get("burst", {}):
         rows += burst_tables.headline(results["burst"])
+    h = results.get("ha", {})
+    if "failover_s" in h:
+        f, d = h["failover_s"], h["duplicates_per_failover"]
+        rows.append(
+            [
+                f"HA failover, kill -9 of the leader → first push by the next, p50 / max ({h['failovers']} failovers)",
+                f"{f['p50']:.2f} / {f['max']:.2f} s; duplicates {d['max']} at most",
+                f"≤ {h['bound_s']:g} s (lease + retry + one evaluation); ≤ 1",
+                _met(h["within_bound"] == h["failovers"] and d["max"] <= 1),
+            ]
+        )
     e = results.get("e2e", {})
     if "summary" in e:
         t = e["summary"]["total_ms"]
