@@ -138,7 +138,8 @@ class Reloader:
         """Serve ``request``s and reload when a watched file's content changes."""
         while True:
             try:
-                reason = await asyncio.wait_for(self._requests.get(), interval)
+                async with asyncio.timeout(interval):  # not wait_for: on 3.11 it can swallow a cancel
+                    reason = await self._requests.get()
             except TimeoutError:
                 await self._reload_if_changed()
                 continue

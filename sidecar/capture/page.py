@@ -175,7 +175,8 @@ class _Waiting:
         """Sleep ``seconds`` (never past the deadline), or until the last request in flight ends."""
         seconds = min(seconds, max(self.deadline - self.clock(), 0.0))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.tracker.drained.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self.tracker.drained.wait()
 
     async def _screenshot(self) -> tuple[bytes, float]:
         start = self.clock()

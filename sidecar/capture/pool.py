@@ -274,7 +274,8 @@ async def trim_idle(current: Callable[[], ContextPool | None], stop: asyncio.Eve
     """Until ``stop``: every third of ``POOL_IDLE_S``, trim the pool ``current()`` gives (if any)."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), POOL_IDLE_S / 3)
+            async with asyncio.timeout(POOL_IDLE_S / 3):
+                await stop.wait()
         pool = current()
         if pool is not None and not stop.is_set():
             pool.trim()

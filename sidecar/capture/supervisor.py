@@ -167,7 +167,8 @@ class Supervisor:
         while not self.closing:
             if delay := self.outage.backoff():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self.stop.wait()
             if self.closing:
                 return
             try:

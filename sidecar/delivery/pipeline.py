@@ -188,7 +188,8 @@ class DeliveryPipeline:
                 task.add_done_callback(self._delivery_done)
             self._refresh_gauges()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._idle_timeout())
+                async with asyncio.timeout(self._idle_timeout()):  # not wait_for: on 3.11 it can swallow a cancel
+                    await self._wake.wait()
 
     def _idle_timeout(self) -> float:
         if len(self._inflight) >= self._max_in_flight:

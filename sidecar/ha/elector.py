@@ -105,7 +105,8 @@ class Elector:
                     self.takeover_error = f"{type(e).__name__}: {e}"
                     await self._step_down(f"taking over failed: {self.takeover_error}")
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(self._release(), self.retry_period)
+                        async with asyncio.timeout(self.retry_period):
+                            await self._release()
                     await self._sleep(self.retry_period)
                     continue
                 self.takeover_error = None
@@ -115,7 +116,8 @@ class Elector:
             if self.leading:
                 await self._step_down("shutting down")
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._release(), self.retry_period)
+                    async with asyncio.timeout(self.retry_period):
+                        await self._release()
 
     async def _acquire(self) -> None:
         while not await self.try_acquire_or_renew():
@@ -131,8 +133,9 @@ class Elector:
                 remaining = self.renewed_at + self.renew_deadline - self._clock()
                 if remaining <= 0:
                     return
-                try:
-                    ok = await asyncio.wait_for(self.try_acquire_or_renew(), remaining)
+                try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                    async with asyncio.timeout(remaining):  # that arrives as the call completes
+                        ok = await self.try_acquire_or_renew()
                 except TimeoutError:
                     return
                 if ok:

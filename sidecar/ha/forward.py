@@ -83,7 +83,8 @@ class Forwarder:
                         pause = 0.0 if ok else BACKOFF
                 with contextlib.suppress(TimeoutError):
                     if pause:
-                        await asyncio.wait_for(self._wake.wait(), pause)
+                        async with asyncio.timeout(pause):  # not wait_for (see elector._renew)
+                            await self._wake.wait()
 
     async def flush(self, within: float, *, look: Callable[[], Awaitable[None]], poll: float) -> int:
         """Shutdown: hand every row to the leader within ``within`` seconds (``look`` reads the
@@ -104,7 +105,8 @@ class Forwarder:
                 if not items:
                     break
                 try:
-                    ok = await asyncio.wait_for(self._send(session, target, items), left)
+                    async with asyncio.timeout(left):
+                        ok = await self._send(session, target, items)
                 except TimeoutError:
                     break
                 if not ok:
