@@ -23,15 +23,12 @@ import aiohttp
 
 from bench.common import find_chromium, quantile, table
 from sidecar_sandbox.replicas import Cluster, cluster
+from sidecar_sandbox.runner import CONFIG_HEAD
 
 LEASE, RETRY, EVERY = 3.0, 0.5, 1.0
-CONFIG = """
-flashduty:
-  api_host: ${SANDBOX_FLASHDUTY_URL}
-  integration_key: ${FLASHDUTY_INTEGRATION_KEY}
-grafana:
-  url: ${SANDBOX_GRAFANA_URL}
-  token: ${GRAFANA_TOKEN}
+CONFIG = (
+    CONFIG_HEAD
+    + """\
 capture:
   browser_path: ${CHROMIUM}
 server:
@@ -56,6 +53,7 @@ ha:
   renew_deadline: 2s
   retry_period: 0.5s
 """
+)
 
 
 async def _ready(url: str, timeout: float = 60.0) -> None:
