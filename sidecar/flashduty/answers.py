@@ -21,8 +21,12 @@ messages from the body go through the caller's ``redact`` (they may echo a key b
 
 from __future__ import annotations
 
+import email.utils
 import json
+import math
+import time
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 from .api import KEY_HINT, Endpoint
@@ -33,9 +37,10 @@ from .errors import (
     FlashdutyRateLimited,
     is_retryable_status,
 )
-from .ratelimit import parse_retry_after
 
-__all__ = ["data_of", "describe_body", "read_answer", "request_id"]
+__all__ = ["RETRY_AFTER_CAP", "data_of", "describe_body", "parse_retry_after", "read_answer", "request_id"]
+
+RETRY_AFTER_CAP = 60.0  # seconds: a longer Retry-After is taken as this
 
 
 def read_answer(
@@ -113,3 +118,25 @@ def _names_bad_key(ep: Endpoint, status: int, code: str | None, message: str) ->
     """The push doc's own example of a wrong key: 400 InvalidParameter "integration_key is not
     a valid one". Same fix as a 401, so the same error."""
     return status == 400 and code == "InvalidParameter" and ep.key_param in message.lower()
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or HTTP-date), clamped to [0, 60]; None if absent
+    or unparsable. ``now`` is the wall clock (Unix seconds) to measure an HTTP-date against."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # RFC 9110: HTTP-dates are GMT
+            when = when.replace(tzinfo=UTC)
+        ref = time.time() if now is None else now
+        seconds = when.timestamp() - ref
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)

@@ -39,26 +39,24 @@ itself is thirty lines, so we own it.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import heapq
 import math
 import random
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from datetime import UTC
+
+from .answers import RETRY_AFTER_CAP
 
 __all__ = [
     "LimiterClosed",
     "Permit",
     "RateLimitTimeout",
     "SlidingWindowLimiter",
-    "parse_retry_after",
 ]
 
 Clock = Callable[[], float]
 
-RETRY_AFTER_CAP = 60.0
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
 
@@ -75,28 +73,6 @@ class RateLimitTimeout(Exception):
 
 class LimiterClosed(Exception):
     """The limiter was closed while a request waited for it."""
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or HTTP-date), clamped to [0, 60]; None if absent
-    or unparsable. ``now`` is the wall clock (Unix seconds) to measure an HTTP-date against."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:  # RFC 9110: HTTP-dates are GMT
-            when = when.replace(tzinfo=UTC)
-        ref = time.time() if now is None else now
-        seconds = when.timestamp() - ref
-    if math.isnan(seconds):
-        return None
-    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
 
 
 class Permit:

@@ -12,12 +12,12 @@ import time
 
 import pytest
 
+from sidecar.flashduty.answers import parse_retry_after
 from sidecar.flashduty.ratelimit import (
     LimiterClosed,
     Permit,
     RateLimitTimeout,
     SlidingWindowLimiter,
-    parse_retry_after,
 )
 
 
