@@ -31,13 +31,21 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sidecar.config import DeliveryConfig
 from sidecar.delivery.dead_letters import DeadLetters
-from sidecar.delivery.outbox_db import OUTBOX_FILE, Attachments, OutboxDb, SentRecord, StoredImage, redact
+from sidecar.delivery.outbox_db import (
+    OUTBOX_FILE,
+    Attachments,
+    FailResult,
+    OutboxDb,
+    OutboxItem,
+    SentRecord,
+    StoredImage,
+    redact,
+)
 from sidecar.model import AlertEvent
 
 __all__ = [
@@ -53,33 +61,6 @@ FOLLOWUP_PRIORITY_OFFSET = 10  # follow-ups (pictures only) go after every fresh
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
 SENT_RETENTION = 30 * 86400.0  # forget the last-sent record of keys quiet for this long
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    """A claimed row: deliver it, then ``ack`` / ``fail`` / ``release`` it by ``id``."""
-
-    id: int
-    event: AlertEvent
-    kind: Literal["event", "followup"]
-    attempts: int
-    created_at: float  # wall time of the put
-    images: tuple[StoredImage, ...] = ()
-    notes: tuple[str, ...] = ()
-    origin_id: int | None = None
-
-    @property
-    def is_followup(self) -> bool:
-        return self.kind == "followup"
-
-
-@dataclass(frozen=True)
-class FailResult:
-    """What ``fail`` did: ``retry`` (after ``delay`` s), ``dead_letter`` or ``superseded``."""
-
-    outcome: Literal["retry", "dead_letter", "superseded"]
-    attempts: int
-    delay: float = 0.0
 
 
 class Outbox:

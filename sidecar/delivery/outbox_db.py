@@ -1,5 +1,6 @@
 """The outbox's SQLite file: schema, connection, transactions, and the row operations shared by
-the queue (``outbox.py``) and the dead-letter table (``dead_letters.py``).
+the queue (``outbox.py``) and the dead-letter table (``dead_letters.py``), and the records they
+hand out (``OutboxItem``, ``FailResult``, ``StoredImage``, ``SentRecord``).
 
 One file (``outbox.sqlite3`` under ``state_dir``), WAL journal, ``synchronous=FULL``: a durable
 transaction returns only once it survives a power cut (the queue's ``put``, ``put_followup`` and
@@ -43,12 +44,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sidecar.model import AlertEvent
 from sidecar.redact import redact as _redact_keys
 
-__all__ = ["OUTBOX_FILE", "Attachments", "OutboxDb", "SentRecord", "StoredImage", "redact"]
+__all__ = ["OUTBOX_FILE", "Attachments", "FailResult", "OutboxDb", "OutboxItem", "SentRecord", "StoredImage", "redact"]
 
 OUTBOX_FILE = "outbox.sqlite3"
 _SCHEMA_VERSION = 1
@@ -155,6 +156,33 @@ class SentRecord:
     status: str
     sent_at: float
     request_id: str | None
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A claimed row: deliver it, then ``Outbox.ack`` / ``fail`` / ``release`` it by ``id``."""
+
+    id: int
+    event: AlertEvent
+    kind: Literal["event", "followup"]
+    attempts: int
+    created_at: float  # wall time of the put
+    images: tuple[StoredImage, ...] = ()
+    notes: tuple[str, ...] = ()
+    origin_id: int | None = None
+
+    @property
+    def is_followup(self) -> bool:
+        return self.kind == "followup"
+
+
+@dataclass(frozen=True)
+class FailResult:
+    """What ``Outbox.fail`` did: ``retry`` (after ``delay`` s), ``dead_letter`` or ``superseded``."""
+
+    outcome: Literal["retry", "dead_letter", "superseded"]
+    attempts: int
+    delay: float = 0.0
 
 
 class OutboxDb:
