@@ -12,9 +12,8 @@ owning exactly one thing, started in this order and torn down in reverse:
     journal     the status page's deliveries and pictures (``sidecar.status``; ``GET /``)
     pipeline    the delivery dispatcher and its deliveries: liveness "workers"
     scheduler   the rule jobs (APScheduler): liveness "scheduler"
-    webhook     the webhook receiver's handler
-    alerts_api  the Alertmanager API's handlers and its job resolving alerts whose endsAt passed
-    reconcile   one job: close in Flashduty what is no longer firing (with ``app_key``)
+    ingest      the webhook's handler, the Alertmanager API's handlers and its endsAt job
+    reconcile   one job: close in Flashduty what is no longer firing (with ``app_key``; ``reconcile_job``)
     reloader    the one reload path and the config-file watcher
     ha          with ``ha.mode: kubernetes``: the Lease (after jobs) and the election (last), ``sidecar.ha``
 
@@ -51,7 +50,7 @@ from sidecar.ingest.webhook import make_webhook_handler
 from sidecar.logs import set_level
 from sidecar.metrics import Metrics
 from sidecar.model import AlertEvent
-from sidecar.reconcile_job import first_round_delay, reconcile_once
+from sidecar.reconcile_job import reconcile_context
 from sidecar.reload import Current, Reloader
 from sidecar.rules.scheduler import RuleScheduler
 from sidecar.rules.state import RuleState
@@ -111,7 +110,7 @@ def build_app(cfg: Config, *, metrics: Metrics, options: Options) -> web.Applica
     add_routes(app, health=health, metrics=metrics, webhook=lambda a: a[WEBHOOK], alerts_api=lambda a: a[ALERTS_API])
     add_status_routes(app)
     app.cleanup_ctx.extend([_jobs, ha.lease_context, _state, _session, _client, _uploader, _capture])
-    app.cleanup_ctx.extend([journal_context, _pipeline, _scheduler, _webhook, _alerts_api, _reconcile, _reloader])
+    app.cleanup_ctx.extend([journal_context, _pipeline, _scheduler, _ingest, reconcile_context, _reloader])
     app.cleanup_ctx.append(ha.run_context)
     if cfg.ha.mode == "kubernetes":
         ha.add_routes(app, submit)
@@ -271,31 +270,17 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
     await scheduler.shutdown()
 
 
-async def _webhook(app: web.Application) -> AsyncIterator[None]:
-    app[WEBHOOK] = make_webhook_handler(
+async def _ingest(app: web.Application) -> AsyncIterator[None]:
+    """The webhook's handler, the Alertmanager API's handlers and its job resolving alerts whose
+    ``endsAt`` passed: both receivers feed ``submit`` from the same config, state and metrics."""
+    feed: dict[str, Any] = dict(
         cfg=lambda: _config(app), sink=lambda ev: submit(app, ev), state=app[RULE_STATE], metrics=app[METRICS]
     )
-    yield
-
-
-async def _alerts_api(app: web.Application) -> AsyncIterator[None]:
-    app[ALERTS_API], expiry = make_alerts_api(
-        cfg=lambda: _config(app), sink=lambda ev: submit(app, ev), state=app[RULE_STATE], metrics=app[METRICS]
-    )
+    app[WEBHOOK] = make_webhook_handler(**feed)
+    app[ALERTS_API], expiry = make_alerts_api(**feed)
     job = await app[JOBS].spawn(expiry, name="alertmanager-api-expiry")
     yield
     await job.close()
-
-
-async def _reconcile(app: web.Application) -> AsyncIterator[None]:
-    job = None
-    if _config(app).flashduty.app_key is not None and not ha.enabled(app):  # HA: on each takeover
-        delay = app[OPTIONS].reconcile_delay
-        delay = first_round_delay(_config(app)) if delay is None else delay
-        job = await app[JOBS].spawn(reconcile_once(app, delay), name="reconcile")
-    yield
-    if job is not None:
-        await job.close()
 
 
 async def _reloader(app: web.Application) -> AsyncIterator[None]:

@@ -1,7 +1,7 @@
 """The reconcile job: close in Flashduty what is no longer firing here (needs ``flashduty.app_key``).
 
 It runs once the rules had time to evaluate, so that "firing" is the current truth: at start-up
-(``app._reconcile``), and with ``ha.mode: kubernetes`` each time this replica becomes the leader
+(``reconcile_context``), and with ``ha.mode: kubernetes`` each time this replica becomes the leader
 (``ha.replica``), so that what a leader killed with events in its outbox would have resolved is
 resolved all the same. Never fatal: the alert path does not depend on it.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -18,7 +19,7 @@ from sidecar.config import Config
 from sidecar.delivery.reconcile import reconcile
 from sidecar.model import RESERVED_RULE_NAMES
 
-__all__ = ["first_round_delay", "reconcile_once"]
+__all__ = ["first_round_delay", "reconcile_context", "reconcile_once"]
 
 log = logging.getLogger("sidecar.app")
 
@@ -47,3 +48,19 @@ async def reconcile_once(app: web.Application, delay: float) -> None:
         return
     app[keys.PIPELINE].kick()
     log.info("reconciled with Flashduty: %s", report.summary(), extra={"report": report.as_dict()})
+
+
+async def reconcile_context(app: web.Application) -> AsyncIterator[None]:
+    """The app's cleanup context: one reconcile round after start-up (with ``app_key``, and not
+    with HA, where each takeover runs one instead)."""
+    from sidecar import app as keys  # the app module imports this one: looked up at call time
+    from sidecar.ha import replica as ha
+
+    cfg, job = app[keys.CURRENT].config, None
+    if cfg.flashduty.app_key is not None and not ha.enabled(app):
+        delay = app[keys.OPTIONS].reconcile_delay
+        delay = first_round_delay(cfg) if delay is None else delay
+        job = await app[keys.JOBS].spawn(reconcile_once(app, delay), name="reconcile")
+    yield
+    if job is not None:
+        await job.close()
