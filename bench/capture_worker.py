@@ -30,6 +30,8 @@ import time
 from collections.abc import Iterator
 from typing import Any, cast
 
+from sidecar_sandbox.pixels import SERIES_GREEN as GREEN
+
 NAIVE_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -38,7 +40,6 @@ NAIVE_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-GREEN = (0x73, 0xBF, 0x69)  # the sandbox's series colour
 BLUES = ((0x6E, 0x9F, 0xFF), (0x3D, 0x71, 0xD9))  # its spinner and loading bar
 HOUR_MS = 3_600_000
 

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageChops
 
-GREEN = (0x73, 0xBF, 0x69)  # the sandbox's series colour (sidecar_sandbox/grafana_page_chart.js)
-
 
 @dataclass
 class Report:
@@ -37,17 +35,6 @@ class Report:
         head = f"{len(self.rows) - len(failed)} of {len(self.rows)} checks passed"
         facts = "".join(f"\n  {k}: {v}" for k, v in self.facts)
         return head + ("" if not failed else "; failed: " + ", ".join(failed)) + facts
-
-
-def colour_pixels(image: bytes, colour: tuple[int, int, int], tolerance: int = 24) -> int:
-    """How many pixels are within ``tolerance`` of ``colour`` on every channel."""
-    with Image.open(io.BytesIO(image)) as im:
-        channels = im.convert("RGB").split()
-    masks = [
-        ch.point(lambda v, c=c: 255 if abs(v - c) <= tolerance else 0) for ch, c in zip(channels, colour, strict=True)
-    ]
-    both = ImageChops.multiply(ImageChops.multiply(masks[0], masks[1]), masks[2])
-    return both.histogram()[255]
 
 
 def strip_difference(a: bytes, b: bytes, top: int, bottom: int, threshold: int = 48) -> int:

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from PIL import Image, ImageChops
+from PIL import Image
 from pydantic import SecretStr
 
 from sidecar.capture import pool as pool_module
@@ -32,11 +32,12 @@ from sidecar.config import BasicAuth, CaptureConfig, GrafanaConfig, parse_config
 from sidecar.metrics import Metrics
 from sidecar.model import PanelCapture
 from sidecar_sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
+from sidecar_sandbox.pixels import SERIES_GREEN as GREEN
+from sidecar_sandbox.pixels import colour_pixels
 from tests.support.browsers import find_chromium
 from tests.support.wait import eventually
 
 CHROMIUM = find_chromium()
-GREEN = (0x73, 0xBF, 0x69)  # sandbox series colour
 BLUES = ((0x6E, 0x9F, 0xFF), (0x3D, 0x71, 0xD9))  # sandbox spinner and loading bar
 BASIC = ("viewer", "viewer-s3cret")
 
@@ -109,17 +110,6 @@ def panel(panel_id: str | None, dashboard: str = "sandbox", **kw: object) -> Pan
     base: dict[str, object] = {"dashboard": dashboard, "panel": panel_id, "time_from": "now-1h", "time_to": "now"}
     base.update(kw)
     return PanelCapture(**base)  # type: ignore[arg-type]
-
-
-def colour_pixels(image: bytes, colour: tuple[int, int, int], tolerance: int = 24) -> int:
-    """How many pixels are within ``tolerance`` of ``colour`` on every channel."""
-    with Image.open(io.BytesIO(image)) as im:
-        channels = im.convert("RGB").split()
-    masks = [
-        ch.point(lambda v, c=c: 255 if abs(v - c) <= tolerance else 0) for ch, c in zip(channels, colour, strict=True)
-    ]
-    both = ImageChops.multiply(ImageChops.multiply(masks[0], masks[1]), masks[2])
-    return both.histogram()[255]
 
 
 def assert_shows_data(image: bytes | None) -> None:

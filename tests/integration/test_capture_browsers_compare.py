@@ -25,10 +25,10 @@ from sidecar.config import CaptureConfig, GrafanaConfig
 from sidecar.metrics import Metrics
 from sidecar.model import PanelCapture
 from sidecar_sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
+from sidecar_sandbox.pixels import SERIES_GREEN as GREEN
 
 SHELL = headless_shell()
 CHROMIUM = shutil.which("chromium")
-GREEN = (0x73, 0xBF, 0x69)  # the sandbox's series colour
 MEAN_TOLERANCE = 2.0  # mean absolute difference per channel (0-255)
 PIXEL_TOLERANCE = 0.02  # share of pixels differing by more than 64 on a channel
 

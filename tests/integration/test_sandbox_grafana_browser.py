@@ -18,6 +18,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from sidecar_sandbox.grafana import DEFAULT_TOKEN, GrafanaSandbox
+from sidecar_sandbox.pixels import SERIES_GREEN as GREEN
 from tests.support.browsers import find_chromium
 
 CHROMIUM = find_chromium()
@@ -29,7 +30,6 @@ FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-GREEN = (0x73, 0xBF, 0x69)
 SPINNER_BLUE = (0x6E, 0x9F, 0xFF)
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
 SOLO = "/d-solo/sandbox/sandbox-services?orgId=1&render=1&from=now-1h&to=now"
