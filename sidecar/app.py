@@ -121,6 +121,7 @@ def submit(app: web.Application, event: AlertEvent) -> None:
     """Every source's sink: durable in the outbox first, then wake the dispatcher."""
     app[OUTBOX].put(event)
     app[PIPELINE].kick()
+    ha.kick(app)  # a follower forwards it to the leader at once
     tap = app[OPTIONS].on_event
     if tap is not None:
         tap(event)

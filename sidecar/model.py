@@ -154,6 +154,10 @@ class AlertEvent:
 
     @classmethod
     def from_json(cls, s: str) -> AlertEvent:
-        d = json.loads(s)
+        return cls.from_dict(json.loads(s))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertEvent:
+        d = dict(d)
         d["panels"] = tuple(PanelCapture.from_dict(p) for p in d.get("panels", ()))
         return cls(**d)

@@ -19,7 +19,7 @@ from sidecar.config import Config
 from sidecar.delivery.reconcile import reconcile
 from sidecar.model import RESERVED_RULE_NAMES
 
-__all__ = ["first_round_delay", "reconcile_context", "reconcile_once"]
+__all__ = ["first_round_delay", "reconcile_context", "reconcile_once", "start_delay"]
 
 log = logging.getLogger("sidecar.app")
 
@@ -50,6 +50,16 @@ async def reconcile_once(app: web.Application, delay: float) -> None:
     log.info("reconciled with Flashduty: %s", report.summary(), extra={"report": report.as_dict()})
 
 
+def start_delay(app: web.Application, elapsed: float = 0.0) -> float:
+    """How long a reconcile round waits: ``Options.reconcile_delay`` when set, else what is left
+    of ``first_round_delay`` after ``elapsed`` seconds of this process."""
+    from sidecar import app as keys
+
+    if (delay := app[keys.OPTIONS].reconcile_delay) is not None:
+        return delay
+    return max(0.0, first_round_delay(app[keys.CURRENT].config) - elapsed)
+
+
 async def reconcile_context(app: web.Application) -> AsyncIterator[None]:
     """The app's cleanup context: one reconcile round after start-up (with ``app_key``, and not
     with HA, where each takeover runs one instead)."""
@@ -58,9 +68,7 @@ async def reconcile_context(app: web.Application) -> AsyncIterator[None]:
 
     cfg, job = app[keys.CURRENT].config, None
     if cfg.flashduty.app_key is not None and not ha.enabled(app):
-        delay = app[keys.OPTIONS].reconcile_delay
-        delay = first_round_delay(cfg) if delay is None else delay
-        job = await app[keys.JOBS].spawn(reconcile_once(app, delay), name="reconcile")
+        job = await app[keys.JOBS].spawn(reconcile_once(app, start_delay(app)), name="reconcile")
     yield
     if job is not None:
         await job.close()

@@ -30,27 +30,23 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from checks import GREEN, Report, cap_mask, colour_pixels, size_of, strip_difference
-from image_checks import CJK_FONTS, jail_checks, static_checks
-from jail import CONFIG_DIR, STATE_DIR, UID, Jail, descendants, namespace_init, prepare_dirs, status
+from checks import Report, cap_mask, size_of, strip_difference
+from image_checks import CJK_FONTS, CONFIG, ROOT, jail_checks, static_checks
+from jail import STATE_DIR, UID, Jail, descendants, namespace_init, prepare_dirs, status
 from rootfs import ImageConfig, MountedImage
 
 from sidecar_sandbox.grafana_model import Dashboard, Panel
-from sidecar_sandbox.runner import Sandboxes, start_sandboxes
+from sidecar_sandbox.pixels import SERIES_GREEN as GREEN
+from sidecar_sandbox.pixels import colour_pixels
+from sidecar_sandbox.runner import CONFIG_HEAD, Sandboxes, start_sandboxes
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = f"{CONFIG_DIR}/config.yaml"
 READYZ = "http://127.0.0.1:9464/readyz"
 CJK_TITLE = "错误率 エラー率 오류율"
 CJK_SERVICE = "结账服务"
 PICTURES = 3  # delivered per rule before SIGTERM
-RUN_CONFIG = """
-flashduty:
-  api_host: ${SANDBOX_FLASHDUTY_URL}
-  integration_key: ${FLASHDUTY_INTEGRATION_KEY}
-grafana:
-  url: ${SANDBOX_GRAFANA_URL}
-  token: ${GRAFANA_TOKEN}
+RUN_CONFIG = (
+    CONFIG_HEAD
+    + """\
 capture: {timeout: 20s, image_budget: 18s}
 server: {listen: "0.0.0.0:9464"}
 rules:
@@ -65,6 +61,7 @@ rules:
     title: 图表报告
     panels: [{dashboard: cjk, panel: 1, range: 1h, vars: {service: "@SERVICE@"}}]
 """.replace("@SERVICE@", CJK_SERVICE)
+)
 
 
 def grace_seconds() -> int:

@@ -19,7 +19,7 @@ from sidecar.config.schema import Config
 from sidecar.config.values import format_duration
 from sidecar.model import RESERVED_RULE_NAMES
 
-__all__ = ["check_templates", "cross_checks"]
+__all__ = ["check_templates", "cross_checks", "panel_templates"]
 
 
 def cross_checks(raw: dict[str, Any], cfg: Config | None, *, own_rules: int | None = None) -> list[str]:
@@ -65,7 +65,7 @@ def cross_checks(raw: dict[str, Any], cfg: Config | None, *, own_rules: int | No
         if own_rules is None or i < own_rules:
             problems.extend(check_templates(_rule_templates(rule, p)))
     if cfg is not None:
-        problems.extend(check_templates(_panel_templates(cfg.webhook.panels, "webhook")))
+        problems.extend(check_templates(panel_templates(cfg.webhook.panels, "webhook")))
     return problems
 
 
@@ -77,11 +77,12 @@ def _rule_templates(rule: RuleConfig, p: str) -> list[tuple[str, str]]:
     out.append((f"{p}.description", rule.description))
     out.extend((f"{p}.labels.{k}", v) for k, v in rule.labels.items())
     out.extend((f"{p}.annotations.{k}", v) for k, v in rule.annotations.items())
-    out.extend(_panel_templates(rule.panels, p))
+    out.extend(panel_templates(rule.panels, p))
     return out
 
 
-def _panel_templates(panels: list[PanelConfig], p: str) -> list[tuple[str, str]]:
+def panel_templates(panels: list[PanelConfig], p: str) -> list[tuple[str, str]]:
+    """``(YAML path, template)`` of every panel variable of ``panels``, under ``p``."""
     return [(f"{p}.panels[{j}].vars.{k}", v) for j, panel in enumerate(panels) for k, v in panel.vars.items()]
 
 

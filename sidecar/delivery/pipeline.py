@@ -94,10 +94,7 @@ class DeliveryPipeline:
         self._journal = journal  # the status page's record of each delivery
         self._slots = PushSlots(settings.workers)
         self._wake = asyncio.Event()
-        self._hurry = asyncio.Event()
-        self._hurry_at = float("inf")
-        self._stopping = False
-        self._dispatcher: asyncio.Task[None] | None = None
+        self._reset_run()
         self._inflight: set[asyncio.Task[None]] = set()
         self._background = Background(
             metrics=metrics, outbox=outbox, kick=self.kick, window=followup_window, clock=clock
@@ -122,6 +119,13 @@ class DeliveryPipeline:
         events claimed from now on (a delivery in flight finishes with what it started with)."""
         self._settings = settings
         self._slots.resize(settings.workers)
+
+    def _reset_run(self) -> None:
+        """The state of one run of the dispatcher (``start`` to ``stop``), fresh."""
+        self._hurry = asyncio.Event()
+        self._hurry_at = float("inf")
+        self._stopping = False
+        self._dispatcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Release the claims of a previous run and start dispatching."""

@@ -104,9 +104,7 @@ class Elector:
                         log.exception("taking over failed; stepping down", extra={"identity": self.identity})
                     self.takeover_error = f"{type(e).__name__}: {e}"
                     await self._step_down(f"taking over failed: {self.takeover_error}")
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(self.retry_period):
-                            await self._release()
+                    await self._release_quietly()
                     await self._sleep(self.retry_period)
                     continue
                 self.takeover_error = None
@@ -115,9 +113,13 @@ class Elector:
         finally:
             if self.leading:
                 await self._step_down("shutting down")
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(self.retry_period):
-                        await self._release()
+                await self._release_quietly()
+
+    async def _release_quietly(self) -> None:
+        """Give the lease back within ``retry_period``; a failure only means the others wait it out."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.retry_period):
+                await self._release()
 
     async def _acquire(self) -> None:
         while not await self.try_acquire_or_renew():

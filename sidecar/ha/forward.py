@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -197,7 +196,7 @@ def make_events_handler(
             return web.json_response({"error": "this replica is not the leader"}, status=503)
         try:
             raw = await request.json()
-            events = [AlertEvent.from_json(json.dumps(e)) for e in raw["events"]]
+            events = [AlertEvent.from_dict(e) for e in raw["events"]]
         except (ValueError, KeyError, TypeError) as e:
             return web.json_response({"error": f"malformed body: {type(e).__name__}"}, status=400)
         for ev in events:

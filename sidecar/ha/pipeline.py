@@ -11,7 +11,6 @@ liveness probe (a follower is healthy).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -42,8 +41,7 @@ class ReplicaPipeline(DeliveryPipeline):
         """Start dispatching (again): the claims a previous term or a forwarder left are released."""
         if not self.paused:
             return
-        self._stopping, self._dispatcher = False, None
-        self._hurry, self._hurry_at = asyncio.Event(), float("inf")
+        self._reset_run()
         self.paused = False
         await self.start()
 

@@ -40,7 +40,7 @@ from sidecar.ha.elector import Elector
 from sidecar.ha.forward import PATH, Forwarder, make_events_handler
 from sidecar.ha.lease import LeaseError, LeaseLock, address_of, connect, identity_of
 from sidecar.model import AlertEvent
-from sidecar.reconcile_job import first_round_delay, reconcile_once
+from sidecar.reconcile_job import reconcile_once, start_delay
 from sidecar.rules.runner import SinkRefused
 from sidecar.status.provider import EXTRAS
 
@@ -71,7 +71,6 @@ class Replica:
         self._forward_job: aiojobs.Job[None] | None = None
         self._reconcile_job: aiojobs.Job[None] | None = None
         self.closing = False
-        self.terms = 0
 
     def may_send(self) -> bool:
         return self.elector.may_send()
@@ -85,12 +84,9 @@ class Replica:
         await self._app[keys.PIPELINE].resume()  # type: ignore[attr-defined]
         resent = self._app[keys.SCHEDULER].resend_firing()  # sent by the next evaluation of each rule
         log.info("taking over: %d firing alert(s) will be sent again", resent, extra={"alerts": resent})
-        self.terms += 1
         cfg = self._app[keys.CURRENT].config
         if cfg.flashduty.app_key is not None:
-            delay = max(0.0, first_round_delay(cfg) - (time.monotonic() - self._started))
-            if self._app[keys.OPTIONS].reconcile_delay is not None:
-                delay = self._app[keys.OPTIONS].reconcile_delay or 0.0
+            delay = start_delay(self._app, elapsed=time.monotonic() - self._started)
             self._reconcile_job = await self._app[keys.JOBS].spawn(reconcile_once(self._app, delay), name="reconcile")
 
     async def stop_leading(self) -> None:
@@ -139,7 +135,9 @@ class Replica:
         outbox = self._app[keys.OUTBOX]
         if not outbox.pending_count():
             return
-        left = await self._forwarder().flush(within, look=self.elector.look, poll=self.elector.retry_period)
+        left = await (self.forwarder or self._forwarder()).flush(
+            within, look=self.elector.look, poll=self.elector.retry_period
+        )
         if left:
             log.warning(
                 "shutting down: %d event(s) could not be handed to a leader within %gs; they stay in this"
@@ -165,6 +163,13 @@ class Replica:
 
 
 HA = web.AppKey("ha", Replica)
+
+
+def kick(app: web.Application) -> None:
+    """A new event is durable: a follower's forwarder hands it over now, not at its next poll."""
+    replica = app.get(HA)
+    if replica is not None and replica.forwarder is not None:
+        replica.forwarder.kick()
 
 
 def enabled(app: web.Application) -> bool:

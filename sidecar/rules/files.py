@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from sidecar.config.checks import check_templates
+from sidecar.config.checks import check_templates, panel_templates
 from sidecar.model import SEVERITIES
 from sidecar.rules.annotations import panels_from_annotations
 
@@ -99,6 +99,6 @@ def _prom_rule(
     # title and description are the summary / description annotations: checked as annotations
     templated = [(f"{where}.labels.{k}", v) for k, v in labels.items()]
     templated += [(f"{where}.annotations.{k}", v) for k, v in ann.items()]
-    templated += [(f"{where}.panels[{j}].vars.{k}", v) for j, pc in enumerate(panels) for k, v in pc.vars.items()]
+    templated += panel_templates(panels, where)
     problems.extend(check_templates(templated))
     return rule
